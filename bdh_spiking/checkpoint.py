@@ -13,6 +13,7 @@ tensor, so it comes from the caller (official default 6) and the loader says wha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pickle
 import zipfile
@@ -62,7 +63,11 @@ def read_raw(path: str | Path) -> object:
     if not (head.startswith(b"PK") or head[:1] == b"\x80"):
         raise CheckpointError(f"not a PyTorch checkpoint (unrecognised file header): {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # torch.__version__ (a TorchVersion, a plain str subclass) sits in the metadata of
+        # checkpoints written before train.py stored it as str; allow just that class.
+        safe = getattr(torch.serialization, "safe_globals", None)
+        with safe([torch.torch_version.TorchVersion]) if safe else contextlib.nullcontext():
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc).lower() or "weights only" in str(exc).lower():
             raise CheckpointError(
@@ -201,6 +206,18 @@ def load_model(path: str | Path | None = None, n_layer: int | None = None, log: 
     return load_checkpoint(path, n_layer, log)[0]
 
 
+def _plain(value):
+    """Metadata as plain Python types (str subclasses such as torch's TorchVersion are not
+    allowed by a weights-only load)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
 def save_checkpoint(path: str | Path, model: BDH, meta: dict | None = None,
                     optimizer: dict | None = None, trainer: dict | None = None) -> None:
     """Atomic write of the own format; loads with torch.load(weights_only=True)."""
@@ -209,7 +226,7 @@ def save_checkpoint(path: str | Path, model: BDH, meta: dict | None = None,
         "version": VERSION,
         "config": model.config.to_dict(),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": meta or {},
+        "meta": _plain(meta or {}),
     }
     if optimizer is not None:
         payload["optimizer"] = optimizer

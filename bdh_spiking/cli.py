@@ -105,3 +105,135 @@ def train_main(argv=None):
     )
     train(settings, config, log=_log)
     return 0
+
+
+# -- bdh-convert ---------------------------------------------------------------------------
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"timesteps must be integers >= 1, got {text!r}")
+    return values
+
+
+def add_network_args(p: argparse.ArgumentParser) -> None:
+    """Input, network and simulation flags shared by bdh-convert and bdh-energy."""
+    from .backends import backend_names
+
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="dense checkpoint (own or official format); default: the shipped default model")
+    p.add_argument("--backend", default="reference",
+                   help=f"NAME[,NAME...] or 'all'; valid: {', '.join(backend_names())}")
+    p.add_argument("--mode", choices=["discrete", "fixed-point", "biophysical"], default="discrete")
+    p.add_argument("--coding", choices=["graded", "rate", "multispike"], default="rate")
+    p.add_argument("--max-spikes", type=positive_int, default=4, help="multispike: spikes per neuron per step")
+    p.add_argument("--gating", choices=["gain", "product"], default=None,
+                   help="fixed at conversion (default gain)")
+    p.add_argument("-T", "--timesteps", type=positive_int, default=8, help="timesteps per token")
+    p.add_argument("--text", default=None, help="evaluation text (default: the shipped held-out sample)")
+    p.add_argument("--calibration", default=None, help="calibration text (default: the shipped sample)")
+    p.add_argument("--max-tokens", type=positive_int, default=2048, help="evaluate at most this many bytes")
+    p.add_argument("--seq-len", type=positive_int, default=256, help="cut --text into sequences of this length")
+    p.add_argument("--n-layer", type=positive_int, default=None,
+                   help="layer count (official checkpoints store none: default 6)")
+    p.add_argument("--load", metavar="NET", default=None, help="load a converted network (skip conversion)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def prepare_network(args):
+    """(model, net, token ids, text name) from the shared flags; converts unless --load."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .conversion import convert
+    from .errors import ConfigError
+    from .network import SpikingNetwork, dense_model
+    from .text import read_bytes, shipped_text_path, windows
+
+    torch.manual_seed(args.seed)
+    if args.load:
+        if args.checkpoint or args.calibration or args.gating:
+            raise ConfigError("--load takes a converted network: checkpoint, --calibration and --gating "
+                              "were fixed when it was converted")
+        net = SpikingNetwork.load(args.load)
+        model = dense_model(net)
+        _log(f"loaded network {args.load} (gating {net.gating}, calibrated on {net.calibration.get('text')})")
+    else:
+        model, info = load_checkpoint(args.checkpoint, n_layer=args.n_layer, log=_log)
+        _log(f"model: {info['path']} ({info['format']} format) config {info['config']}")
+        net = convert(model, gating=args.gating or "gain", calibration=args.calibration, seed=args.seed,
+                      progress=True)
+        _log(f"converted in {net.provenance['conversion_seconds']:.2f} s "
+             f"(calibration: {net.calibration['text']}, {net.calibration['bytes']} bytes)")
+    if args.text:
+        data, name = read_bytes(args.text, what="evaluation text"), args.text
+    else:
+        path = shipped_text_path("heldout")
+        data, name = read_bytes(path), f"shipped:{path.name}"
+    data = data[: args.max_tokens]
+    seq_len = min(args.seq_len, len(data))
+    ids = windows(data, seq_len)
+    return model, net, ids, name
+
+
+def convert_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bdh-convert",
+        description="Convert a dense BDH into a spiking network, run it on one or more backends and "
+                    "report how closely it reproduces the dense model.",
+    )
+    add_network_args(p)
+    p.add_argument("--sweep-T", type=int_list, default=None, metavar="T1,T2,...",
+                   help="run every T in the list (plots fidelity vs T with --plots)")
+    p.add_argument("--save", metavar="NET", help="write the converted network (.bdhsnn)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots here")
+    p.add_argument("--generate", type=positive_int, default=None, metavar="N",
+                   help="sample N bytes from the spiking network (reference executor)")
+    p.add_argument("--prompt", default="ROMEO:\n", help="prompt for --generate")
+    p.add_argument("--no-graded", action="store_true", help="skip the graded T=1 structural check run")
+    return p
+
+
+@entry_point
+def convert_main(argv=None):
+    args = convert_parser().parse_args(argv)
+    import torch
+
+    from .backends import parse_backends, resolve_device
+    from .report import compare
+
+    backends = parse_backends(args.backend)
+    device = resolve_device(args.device)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    model, net, ids, text_name = prepare_network(args)
+    timesteps = args.sweep_T or [args.timesteps]
+    from .semantics import SimSettings
+
+    for T in timesteps:
+        SimSettings(timesteps=T, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode).validate()
+    report = compare(model, net, ids, backends=backends, timesteps=timesteps, codings=[args.coding],
+                     include_graded=not args.no_graded, mode=args.mode, max_spikes=args.max_spikes,
+                     device=device, dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=_log)
+    print(report.table())
+    if args.generate:
+        from .generate import generate
+
+        text = generate(net, args.prompt, args.generate, timesteps=timesteps[-1], coding=args.coding,
+                        max_spikes=args.max_spikes, device=device, seed=args.seed)
+        print(f"\n--- sampled from the spiking network (reference, {args.coding}, T={timesteps[-1]}) ---")
+        print(text)
+    if args.save:
+        net.save(args.save)
+        _log(f"wrote network {args.save}")
+    if args.json:
+        report.to_json(args.json)
+        _log(f"wrote {args.json}")
+    if args.plots:
+        for path in report.plot(args.plots):
+            _log(f"wrote {path}")
+    return 0

@@ -23,3 +23,7 @@ class NetworkFormatError(BDHError):
 
 class BackendUnavailable(BDHError):
     pass
+
+
+class ProfileError(BDHError):
+    pass

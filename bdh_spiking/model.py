@@ -141,18 +141,27 @@ class BDH(nn.Module):
         self.lm_head = nn.Parameter(torch.zeros((D, config.vocab_size)).normal_(std=0.02))
 
     # -- parallel form ----------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, chunk: int | None = None):
-        """Returns (logits, loss) exactly as the official BDH.forward does."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, chunk: int | None = None,
+                probe=None):
+        """Returns (logits, loss) exactly as the official BDH.forward does.
+
+        probe(layer, x, x_current, y_current), if given, sees each layer's input x (B,1,T,D) and
+        pre-ReLU currents x E and LN(yKV) E_v (B,nh,T,N): calibration and reports read them.
+        """
         C = self.config
         B, T = idx.shape
         nh, N = C.n_head, C.n_neurons
         x = layer_norm(self.embed(idx).unsqueeze(1))  # B,1,T,D
         cos, sin = self.attn.cos_sin(torch.arange(T, device=idx.device))
-        for _ in range(C.n_layer):
-            a = F.relu(x @ self.encoder)  # B,nh,T,N
+        for layer in range(C.n_layer):
+            x_current = x @ self.encoder  # B,nh,T,N
+            a = F.relu(x_current)
             q = rotate_pairs(a, cos, sin)
             y_kv = layer_norm(causal_linear_attention(q, x, chunk))
-            b = F.relu(y_kv @ self.encoder_v)
+            y_current = y_kv @ self.encoder_v
+            if probe is not None:
+                probe(layer, x, x_current, y_current)
+            b = F.relu(y_current)
             g = self.drop(a * b)
             y_mlp = g.transpose(1, 2).reshape(B, 1, T, N * nh) @ self.decoder
             x = layer_norm(x + layer_norm(y_mlp))

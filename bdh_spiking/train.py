@@ -151,7 +151,7 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
             "train_time_s": round(elapsed, 1),
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "host": platform.node(),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),  # TorchVersion (a str subclass) is refused by weights_only loads
             "bdh_spiking": __version__,
             "val_loss": final_val,
             "val_definition": "mean next-byte cross-entropy (nats/byte) over non-overlapping windows "
@@ -185,7 +185,8 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
             step += 1
             tokens += x.numel()
             elapsed = time.perf_counter() - started
-            ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
+            value = loss.item()  # float(loss) on a graph tensor warns on every step (torch >= 2.x)
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
             bar.update(1)
             bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}")
             if step % s.eval_every == 0 or step == s.steps:

@@ -1,0 +1,57 @@
+"""What every backend returns, and the event counts derived from it (shared, not re-derived)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+# per-token statistics every executor reports, each a (B, T) tensor summed over layers/heads
+EVENT_KEYS = ("x_spikes", "y_spikes", "x_active", "y_active", "active_columns", "g_nonzero")
+
+
+@dataclasses.dataclass
+class SimulationResult:
+    logits: torch.Tensor  # B, T, V
+    stats: dict  # EVENT_KEYS -> (B, T) float64 tensors
+    records: dict  # what was asked for with record=(...): counts, margins, decoded, state
+    backend: str
+    settings: dict
+    wall_s: float
+    events: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.logits.shape[0] * self.logits.shape[1])
+
+
+def event_counts(stats: dict, net, settings) -> dict:
+    """Totals over the run of the events that cost energy (definitions: docs/spiking-semantics.md).
+
+    x spike: delivers its pair-rotated payload into the 2 plastic columns of its pair (2D synapses)
+    and to its gate partner (1). y spike: gain gating -> D decoder synapses; product -> 1 (product
+    node), whose non-zero graded outputs each drive D decoder synapses. Graded inputs: each layer's
+    LayerNorm outputs drive E and E_v densely (D*H*N each). Plastic updates: D synapses per active
+    column (event-driven write). Neuron updates: every IF neuron every timestep.
+    """
+    d = net.dims
+    L, H, D, N, V = d["L"], d["H"], d["D"], d["N"], d["V"]
+    total = {k: float(v.sum()) for k, v in stats.items()}
+    tokens = int(next(iter(stats.values())).numel())
+    y_fanout = D if net.gating == "gain" else 1
+    synaptic = total["x_spikes"] * (2 * D + 1) + total["y_spikes"] * y_fanout
+    graded = tokens * (L * 2 * D * H * N + D * V) + (total["g_nonzero"] * D if net.gating == "product" else 0.0)
+    return {
+        "tokens": tokens,
+        "spikes": total["x_spikes"] + total["y_spikes"],
+        "x_spikes": total["x_spikes"],
+        "y_spikes": total["y_spikes"],
+        "synaptic_events": synaptic,
+        "graded_synaptic_events": graded,
+        "plastic_updates": total["active_columns"] * D,
+        "plastic_reads": total["active_columns"] * D,
+        "neuron_updates": tokens * L * 2 * H * N * settings.timesteps,
+        "x_active": total["x_active"],
+        "y_active": total["y_active"],
+        "synapses_per_layer": 3 * H * D * N + H * D * N,  # E, E_v, decoder + plastic
+    }

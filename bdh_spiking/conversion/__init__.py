@@ -1,0 +1,107 @@
+"""Passes from a dense BDH model to the spiking network IR (calibration, threshold balancing).
+
+Knows no simulator: it produces a ``SpikingNetwork`` that every backend lowers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import ConfigError
+from ..network import GATINGS, SpikingNetwork
+from ..text import read_bytes, shipped_text_path, to_ids
+from .calibration import collect_stats, thresholds
+
+GRANULARITIES = ("neuron", "head", "population")
+
+
+def _calibration_ids(calibration) -> tuple[torch.Tensor, str]:
+    """bytes/str/array/tensor/path/None -> (ids, a name for the report)."""
+    if calibration is None:
+        path = shipped_text_path("calibration")
+        return to_ids(read_bytes(path, what="calibration text")), f"shipped:{path.name}"
+    if isinstance(calibration, torch.Tensor):
+        return calibration.reshape(-1).to(torch.int64).cpu(), "tensor"
+    if isinstance(calibration, (bytes, bytearray, str, np.ndarray)):
+        return to_ids(calibration), "bytes"
+    return to_ids(read_bytes(calibration, what="calibration text")), str(calibration)
+
+
+def convert(model, gating: str = "gain", calibration=None, granularity: str = "neuron",
+            quantile: float = 1.0, v_init: float = 0.5, seq_len: int = 256, seed: int = 0,
+            progress: bool = False) -> SpikingNetwork:
+    """Dense BDH -> SpikingNetwork.
+
+    gating: 'gain' (y neurons encode a*b; x activity multiplies their input current) or
+    'product' (y neurons encode b; a product node multiplies decoded counts).
+    calibration: bytes, str, a path, token ids, or None for the shipped calibration text.
+    granularity/quantile: threshold statistic (per neuron max by default, silent neurons
+    falling back to their head's value). v_init: initial membrane potential / threshold.
+    """
+    if gating not in GATINGS:
+        raise ConfigError(f"unknown gating {gating!r}: use one of {', '.join(GATINGS)}")
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"unknown threshold granularity {granularity!r}: use one of {', '.join(GRANULARITIES)}")
+    if not 0.0 < quantile <= 1.0:
+        raise ConfigError(f"threshold quantile must be in (0, 1], got {quantile}")
+    if not 0.0 <= v_init < 1.0:
+        raise ConfigError(f"v_init must be in [0, 1), got {v_init}")
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    ids, calib_name = _calibration_ids(calibration)
+    dense = _float64_copy(model)
+    stats = collect_stats(dense, ids, gating, seq_len=seq_len, progress=progress)
+    theta_x, fb_x = thresholds(stats["x"], granularity, quantile)
+    theta_y, fb_y = thresholds(stats["y"], granularity, quantile)
+    c = model.config
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    arrays = {
+        "embed": sd["embed.weight"].double().numpy(),
+        "encoder": sd["encoder"].double().numpy(),
+        "encoder_v": sd["encoder_v"].double().numpy(),
+        "decoder": sd["decoder"].double().numpy(),
+        "lm_head": sd["lm_head"].double().numpy(),
+        "freqs": sd["attn.freqs"].to(torch.float32).reshape(-1).numpy(),
+        "theta_x": theta_x.numpy(),
+        "theta_y": theta_y.numpy(),
+    }
+    config = {"n_layer": c.n_layer, "n_embd": c.n_embd, "n_head": c.n_head, "n_neurons": c.n_neurons,
+              "vocab_size": c.vocab_size, "mlp_internal_dim_multiplier": c.mlp_internal_dim_multiplier}
+    calib_bytes = bytes(ids.to(torch.uint8).numpy().tobytes())
+    net = SpikingNetwork(
+        config=config, arrays=arrays, gating=gating, v_init=v_init,
+        calibration={
+            "text": calib_name,
+            "text_sha256": hashlib.sha256(calib_bytes).hexdigest(),
+            "bytes": int(ids.numel()),
+            "seq_len": seq_len,
+            "statistic": "max" if quantile >= 1.0 else f"quantile {quantile}",
+            "granularity": granularity,
+            "silent_neuron_fallback": {"x": fb_x, "y": fb_y},
+            "y_encodes": "a*b (gated value)" if gating == "gain" else "b",
+            "active_fraction": {"x": float(stats["x"].active.sum()) / (stats["x"].tokens * stats["x"].active.numel()),
+                                "y": float(stats["y"].active.sum()) / (stats["y"].tokens * stats["y"].active.numel())},
+        },
+        provenance={
+            "bdh_spiking_version": __version__,
+            "torch": torch.__version__,
+            "seed": seed,
+            "created_unix": int(time.time()),
+            **getattr(model, "provenance", {}),
+        },
+    )
+    net.provenance["conversion_seconds"] = round(time.perf_counter() - started, 3)
+    return net
+
+
+def _float64_copy(model):
+    import copy
+
+    dense = copy.deepcopy(model).to(torch.float64).eval()
+    dense.attn.freqs = model.attn.freqs.to(torch.float32).clone()
+    return dense

@@ -1,0 +1,264 @@
+"""The spiking network IR: populations, projections, the plastic Hebbian rule, file format.
+
+A ``SpikingNetwork`` is backend-neutral: every simulator lowers the same object, and the
+meaning of each field is defined in docs/spiking-semantics.md. It carries the dense weights it
+came from (unfolded, float64), the calibrated thresholds (in activation units, independent of
+the number of timesteps), the RoPE frequencies, and its provenance, so it needs no checkpoint.
+
+File format (``.bdhsnn``): a zip holding ``manifest.json`` (format name and version, config,
+the structure below, provenance) and one ``.npy`` per array. Written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import NetworkFormatError
+from .fileio import atomic_path
+
+FORMAT = "bdh-spiking-network"
+FORMAT_VERSION = 1
+GATINGS = ("gain", "product")
+
+# Arrays every network holds, with their shapes in terms of the config (L layers, H heads,
+# D residual units, N neurons per head, V vocabulary).
+ARRAY_SHAPES = {
+    "embed": ("V", "D"),
+    "encoder": ("H", "D", "N"),
+    "encoder_v": ("H", "D", "N"),
+    "decoder": ("HN", "D"),
+    "lm_head": ("D", "V"),
+    "freqs": ("N",),
+    "theta_x": ("L", "H", "N"),
+    "theta_y": ("L", "H", "N"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """A group of neurons of one kind; ``threshold`` names the array of per-neuron thresholds."""
+
+    name: str
+    size: str  # in config symbols, per layer: "H*N" or "D"
+    model: str  # "IF" (integrate-and-fire, reset by subtraction) or "graded" (non-spiking value)
+    role: str
+    threshold: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Projection:
+    name: str
+    pre: str
+    post: str
+    weight: str | None  # array name; None for the plastic projection (state starts at zero)
+    kind: str  # "static" or "plastic"
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PlasticRule:
+    """Hebbian synapses x neurons -> residual units, one D x N matrix per layer and head.
+
+    Fixed-frame oscillator form: x neuron pair (2k, 2k+1) carries the phase (t * freqs[2k]) % 1
+    at token t; its decoded activity a is sent as the rotated payload q = R_t a. Readout before
+    the write: u = S q; then S += x ⊗ q (x = the layer's residual input). S = 0 at sequence start.
+    """
+
+    name: str = "hebbian_rope"
+    pre: str = "x"
+    post: str = "residual"
+    form: str = "fixed_frame_oscillator"
+    phases: str = "freqs"
+    init: str = "zero_each_sequence"
+    order: str = "read_then_write"
+
+
+POPULATIONS = (
+    Population("residual", "D", "graded", "residual stream after LayerNorm (layer input)"),
+    Population("x", "H*N", "IF", "a = ReLU(x E): sparse positive x neurons", "theta_x"),
+    Population("attn", "H*D", "graded", "u = S q read from the plastic synapses, then LayerNorm"),
+    Population("y", "H*N", "IF", "product gating: b = ReLU(LN(u) E_v); gain gating: g = a * b", "theta_y"),
+    Population("readout", "V", "graded", "logits = x_L lm_head"),
+)
+
+PROJECTIONS = (
+    Projection("embedding", "input", "residual", "embed", "static", "one row per byte, then LayerNorm"),
+    Projection("E", "residual", "x", "encoder", "static", "graded input, folded by theta_x"),
+    Projection("hebbian", "x", "attn", None, "plastic", "see PlasticRule"),
+    Projection("E_v", "attn", "y", "encoder_v", "static", "graded input, folded by theta_y"),
+    Projection("D", "y", "residual", "decoder", "static", "gated activity -> residual, then LayerNorm"),
+    Projection("lm_head", "residual", "readout", "lm_head", "static", ""),
+)
+
+
+@dataclasses.dataclass
+class SpikingNetwork:
+    """The converted network. Arrays are float64 numpy (freqs: float32)."""
+
+    config: dict
+    arrays: dict
+    gating: str = "gain"
+    v_init: float = 0.5  # initial membrane potential of IF neurons, in units of the threshold
+    calibration: dict = dataclasses.field(default_factory=dict)
+    provenance: dict = dataclasses.field(default_factory=dict)
+    plastic: PlasticRule = dataclasses.field(default_factory=PlasticRule)
+    populations: tuple = POPULATIONS
+    projections: tuple = PROJECTIONS
+    extra: dict = dataclasses.field(default_factory=dict)  # later passes (quantization) add here
+
+    def __post_init__(self):
+        if self.gating not in GATINGS:
+            raise NetworkFormatError(f"unknown gating {self.gating!r}: use one of {', '.join(GATINGS)}")
+        self.validate()
+
+    # -- shape bookkeeping --------------------------------------------------------------
+    @property
+    def dims(self) -> dict:
+        c = self.config
+        H, N = c["n_head"], c["n_neurons"]
+        return {"L": c["n_layer"], "H": H, "D": c["n_embd"], "N": N, "V": c["vocab_size"], "HN": H * N}
+
+    def expected_shape(self, name: str) -> tuple:
+        return tuple(self.dims[s] for s in ARRAY_SHAPES[name])
+
+    def validate(self) -> None:
+        for key in ("n_layer", "n_embd", "n_head", "n_neurons", "vocab_size"):
+            if not isinstance(self.config.get(key), int) or self.config[key] < 1:
+                raise NetworkFormatError(f"network config field {key!r} missing or not a positive integer")
+        for name in ARRAY_SHAPES:
+            if name not in self.arrays:
+                raise NetworkFormatError(f"network lacks array {name!r}")
+            shape, want = tuple(self.arrays[name].shape), self.expected_shape(name)
+            if shape != want:
+                raise NetworkFormatError(f"array {name!r} has shape {shape}, expected {want}")
+            if not np.all(np.isfinite(self.arrays[name])):
+                raise NetworkFormatError(f"array {name!r} contains NaN/Inf")
+        for name in ("theta_x", "theta_y"):
+            if np.any(self.arrays[name] <= 0):
+                raise NetworkFormatError(f"array {name!r} has non-positive thresholds")
+
+    # -- hardware metadata ----------------------------------------------------------------
+    def hardware_summary(self) -> dict:
+        """Neuron and synapse counts, fan-in/out, weight ranges and state sizes per layer."""
+        d = self.dims
+        L, H, D, N, V = d["L"], d["H"], d["D"], d["N"], d["V"]
+
+        def wrange(name):
+            a = self.arrays[name]
+            return [float(a.min()), float(a.max())]
+
+        return {
+            "layers": L,
+            "weights_shared_across_layers": True,
+            "populations": {
+                "x": {"neurons_per_layer": H * N, "model": "IF", "fan_in": D, "fan_out": D + 1},
+                "y": {"neurons_per_layer": H * N, "model": "IF", "fan_in": D + (1 if self.gating == "gain" else 0),
+                      "fan_out": D if self.gating == "gain" else 1},
+                "residual": {"units_per_layer": D, "model": "graded"},
+                "attn": {"units_per_layer": H * D, "model": "graded (LayerNorm per head)"},
+                "readout": {"units": V, "model": "graded"},
+            },
+            "static_synapses_per_layer": {"E": H * D * N, "E_v": H * D * N, "D": H * N * D},
+            "static_synapses_total": {"embedding": V * D, "lm_head": D * V},
+            "plastic_synapses_per_layer": H * D * N,
+            "plastic_state_values_total": L * H * D * N,
+            "weight_ranges": {k: wrange(k) for k in ("embed", "encoder", "encoder_v", "decoder", "lm_head")},
+            "threshold_ranges": {k: wrange(k) for k in ("theta_x", "theta_y")},
+        }
+
+    # -- file format ----------------------------------------------------------------------
+    def manifest(self) -> dict:
+        from . import __version__
+
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "bdh_spiking_version": __version__,
+            "config": self.config,
+            "gating": self.gating,
+            "v_init": self.v_init,
+            "plastic": dataclasses.asdict(self.plastic),
+            "populations": [dataclasses.asdict(p) for p in self.populations],
+            "projections": [dataclasses.asdict(p) for p in self.projections],
+            "calibration": self.calibration,
+            "provenance": self.provenance,
+            "extra": self.extra,
+            "hardware": self.hardware_summary(),
+            "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.arrays.items()},
+        }
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.writestr("manifest.json", json.dumps(self.manifest(), indent=1, sort_keys=True))
+                for name, array in sorted(self.arrays.items()):
+                    buf = io.BytesIO()
+                    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+                    zf.writestr(f"arrays/{name}.npy", buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SpikingNetwork":
+        path = Path(path)
+        if not path.is_file():
+            raise NetworkFormatError(f"network file not found: {path}")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+                if "manifest.json" not in names:
+                    raise NetworkFormatError(f"{path} is not a bdh-spiking network (no manifest.json)")
+                manifest = json.loads(zf.read("manifest.json"))
+                if manifest.get("format") != FORMAT:
+                    raise NetworkFormatError(f"{path} is not a bdh-spiking network (format {manifest.get('format')!r})")
+                version = manifest.get("format_version")
+                if not isinstance(version, int) or version > FORMAT_VERSION:
+                    raise NetworkFormatError(
+                        f"{path} has network format version {version}, newer than this bdh-spiking reads "
+                        f"({FORMAT_VERSION}); upgrade bdh-spiking")
+                if version < 1:
+                    raise NetworkFormatError(f"{path} has an invalid format version {version}")
+                arrays = {}
+                for name in manifest.get("arrays", {}):
+                    member = f"arrays/{name}.npy"
+                    if member not in names:
+                        raise NetworkFormatError(f"{path} lacks array {name!r} listed in its manifest")
+                    arrays[name] = np.load(io.BytesIO(zf.read(member)), allow_pickle=False)
+        except (zipfile.BadZipFile, json.JSONDecodeError, ValueError, EOFError, OSError) as exc:
+            raise NetworkFormatError(f"corrupt or truncated network file {path}: {exc}") from None
+        try:
+            return cls(
+                config=manifest["config"], arrays=arrays, gating=manifest["gating"],
+                v_init=float(manifest["v_init"]), calibration=manifest.get("calibration", {}),
+                provenance=manifest.get("provenance", {}), plastic=PlasticRule(**manifest["plastic"]),
+                extra=manifest.get("extra", {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise NetworkFormatError(f"network file {path} has an incomplete manifest: missing {exc}") from None
+
+
+def dense_model(net: SpikingNetwork):
+    """The dense BDH the network came from, rebuilt from the weights it carries (float64)."""
+    import torch
+
+    from .model import BDH, BDHConfig
+
+    c = net.config
+    model = BDH(BDHConfig(n_layer=c["n_layer"], n_embd=c["n_embd"], n_head=c["n_head"], dropout=0.0,
+                          mlp_internal_dim_multiplier=c["n_neurons"] * c["n_head"] // c["n_embd"],
+                          vocab_size=c["vocab_size"])).to(torch.float64).eval()
+    state = {
+        "embed.weight": net.arrays["embed"], "encoder": net.arrays["encoder"],
+        "encoder_v": net.arrays["encoder_v"], "decoder": net.arrays["decoder"], "lm_head": net.arrays["lm_head"],
+    }
+    with torch.no_grad():
+        for key, value in state.items():
+            model.get_parameter(key).copy_(torch.as_tensor(value))
+    model.attn.freqs = torch.as_tensor(net.arrays["freqs"], dtype=torch.float32).view(1, 1, 1, -1).clone()
+    model.provenance = {"checkpoint": net.provenance.get("checkpoint", "network file"),
+                        "checkpoint_sha256": net.provenance.get("checkpoint_sha256")}
+    return model

@@ -1,0 +1,296 @@
+"""The equivalence report: dense vs graded vs spiking, per backend; table, JSON and plots.
+
+``compare`` runs the dense model (float64) and each requested backend x coding x T on the same
+token sequences and measures how closely the spiking network reproduces the dense model, and,
+for every backend other than the reference, how its spike counts differ from the reference's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .backends import parse_backends, simulate
+from .fileio import atomic_write_text
+from .model import rotate_pairs
+from .semantics import TIE_EPS
+
+
+@dataclasses.dataclass
+class DenseReference:
+    logits: torch.Tensor  # B,T,V float64
+    a: torch.Tensor  # B,T,L,H,N  ReLU(x E) per layer
+    g: torch.Tensor  # B,T,L,H,N  a * ReLU(LN(yKV) E_v)
+    state: torch.Tensor  # L,B,H,D,N Hebbian state after the last token (fixed frame)
+    wall_s: float
+
+
+def dense_reference(model, ids: torch.Tensor, chunk: int = 64) -> DenseReference:
+    """Dense float64 logits, per-layer activations and final Hebbian state (fixed frame)."""
+    import copy
+
+    dense = copy.deepcopy(model).to(torch.float64).eval()
+    dense.attn.freqs = model.attn.freqs.to(torch.float32).clone()
+    B, T = ids.shape
+    a_list, g_list, states = [], [], []
+    cos, sin = dense.attn.cos_sin(torch.arange(T))
+
+    def probe(layer, x, x_current, y_current):
+        a = F.relu(x_current)
+        a_list.append(a.transpose(1, 2))
+        g_list.append((a * F.relu(y_current)).transpose(1, 2))
+        q = rotate_pairs(a, cos, sin)  # B,H,T,N
+        states.append(torch.einsum("btd,bhtn->bhdn", x[:, 0], q))
+
+    started = time.perf_counter()
+    with torch.no_grad():
+        logits, _ = dense(ids, chunk=chunk, probe=probe)
+    wall = time.perf_counter() - started
+    return DenseReference(logits, torch.stack(a_list, 2), torch.stack(g_list, 2), torch.stack(states), wall)
+
+
+def _ce(logits, ids):
+    return float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)))
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.reshape(-1).double(), b.reshape(-1).double()
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / den if den > 0 else float("nan")
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.reshape(-1).double(), b.reshape(-1).double()
+    den = float(a.norm() * b.norm())
+    return float((a * b).sum()) / den if den > 0 else float("nan")
+
+
+def fidelity(dense: DenseReference, result, ids: torch.Tensor) -> dict:
+    """Every fidelity number of one run against the dense model."""
+    d_logits, s_logits = dense.logits, result.logits.to(torch.float64).cpu()
+    diff = (s_logits - d_logits).abs()
+    ce_d, ce_s = _ce(d_logits, ids), _ce(s_logits, ids)
+    logp_d = F.log_softmax(d_logits, -1)
+    kl = float((logp_d.exp() * (logp_d - F.log_softmax(s_logits, -1))).sum(-1).mean())
+    out = {
+        "top1_agreement": float((s_logits.argmax(-1) == d_logits.argmax(-1)).double().mean()),
+        "max_abs_dlogit": float(diff.max()),
+        "mean_abs_dlogit": float(diff.mean()),
+        "max_rel_dlogit": float(diff.max() / d_logits.abs().max()),
+        "ce_dense": ce_d,
+        "ce_spiking": ce_s,
+        "ce_rel_diff": (ce_s - ce_d) / ce_d,
+        "kl_per_token": kl,
+    }
+    rec = result.records
+    if "a_hat" in rec:
+        L = rec["a_hat"].shape[2]
+        out["corr_x_per_layer"] = [_corr(dense.a[:, :, i], rec["a_hat"][:, :, i]) for i in range(L)]
+        out["corr_y_per_layer"] = [_corr(dense.g[:, :, i], rec["g_hat"][:, :, i]) for i in range(L)]
+    if "state" in rec:
+        out["state_cosine_per_layer"] = [_cos(dense.state[i], rec["state"][i]) for i in range(dense.state.shape[0])]
+    return out
+
+
+def firing(result, net) -> dict:
+    ev, d = result.events, net.dims
+    tokens = ev["tokens"]
+    neurons = d["L"] * d["H"] * d["N"]
+    y_fanout = d["D"] if net.gating == "gain" else 1
+    out_synapses = d["L"] * d["H"] * d["N"] * ((2 * d["D"] + 1) + y_fanout)
+    return {
+        "spikes_per_token": ev["spikes"] / tokens,
+        "synaptic_events_per_token": ev["synaptic_events"] / tokens,
+        "graded_synaptic_events_per_token": ev["graded_synaptic_events"] / tokens,
+        "plastic_updates_per_token": ev["plastic_updates"] / tokens,
+        "neuron_updates_per_token": ev["neuron_updates"] / tokens,
+        "x_spikes_per_neuron_per_token": ev["x_spikes"] / (tokens * neurons),
+        "y_spikes_per_neuron_per_token": ev["y_spikes"] / (tokens * neurons),
+        "x_silent_fraction": 1.0 - ev["x_active"] / (tokens * neurons),
+        "y_silent_fraction": 1.0 - ev["y_active"] / (tokens * neurons),
+        "spikes_per_synapse_per_token": ev["synaptic_events"] / (tokens * out_synapses),
+    }
+
+
+def spike_differences(ref, other) -> dict:
+    """Neuron x token count differences against the reference; ties judged by the reference margins."""
+    diffs = {"max_spike_count_diff_vs_reference": 0.0, "differing_spikes_vs_reference": 0,
+             "near_threshold_ties": 0}
+    for pop in ("x", "y"):
+        delta = (ref.records[f"{pop}_counts"].double() - other.records[f"{pop}_counts"].double()).abs()
+        differ = delta > 0
+        diffs["max_spike_count_diff_vs_reference"] = max(diffs["max_spike_count_diff_vs_reference"],
+                                                         float(delta.max()) if delta.numel() else 0.0)
+        diffs["differing_spikes_vs_reference"] += int(differ.sum())
+        diffs["near_threshold_ties"] += int((differ & (ref.records[f"{pop}_margins"] < TIE_EPS)).sum())
+    diffs["non_tie_differences"] = diffs["differing_spikes_vs_reference"] - diffs["near_threshold_ties"]
+    return diffs
+
+
+@dataclasses.dataclass
+class Report:
+    meta: dict
+    runs: list
+
+    def to_dict(self) -> dict:
+        return {"meta": self.meta, "runs": self.runs}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=1, default=_jsonable)
+        if path is not None:
+            atomic_write_text(path, text + "\n")
+        return text
+
+    def table(self) -> str:
+        cols = [("backend", "backend", "{}"), ("mode", "mode", "{}"), ("coding", "coding", "{}"),
+                ("T", "timesteps", "{}"), ("top1 %", "top1_agreement", "{:.2%}"),
+                ("CE dense", "ce_dense", "{:.4f}"), ("CE spk", "ce_spiking", "{:.4f}"),
+                ("dCE %", "ce_rel_diff", "{:+.3%}"), ("KL/tok", "kl_per_token", "{:.2e}"),
+                ("max rel dlogit", "max_rel_dlogit", "{:.2e}"), ("spikes/tok", "spikes_per_token", "{:,.0f}"),
+                ("syn ev/tok", "synaptic_events_per_token", "{:,.0f}"), ("tok/s", "tokens_per_s", "{:,.0f}"),
+                ("max|dcount| vs ref", "max_spike_count_diff_vs_reference", "{:.0f}"),
+                ("ties", "near_threshold_ties", "{}")]
+        rows = [[h for h, _, _ in cols]]
+        for run in self.runs:
+            rows.append([fmt.format(run[k]).replace("%", "") if k in run and run[k] is not None else "-"
+                         for _, k, fmt in cols])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        m = self.meta
+        head = (f"model: {m['model']['source']}  |  eval text: {m['text']['name']} ({m['text']['tokens']} tokens, "
+                f"{m['text']['sequences']} x {m['text']['seq_len']})  |  calibration: {m['calibration'].get('text')}"
+                f"  |  gating: {m['gating']}")
+        return head + "\n" + "\n".join(lines)
+
+    def plot(self, out_dir: str | Path) -> list:
+        """Fidelity vs T (when several T were run) and firing per run; returns the files written."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        groups = {}
+        for r in self.runs:
+            groups.setdefault((r["backend"], r["coding"], r["mode"]), []).append(r)
+        sweeps = {k: sorted(v, key=lambda r: r["timesteps"]) for k, v in groups.items() if len(v) > 1}
+        if sweeps:
+            fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+            for (backend, coding, mode), runs in sweeps.items():
+                Ts = [r["timesteps"] for r in runs]
+                label = f"{backend}/{coding}/{mode}"
+                axes[0].plot(Ts, [100 * r["top1_agreement"] for r in runs], "o-", label=label)
+                axes[1].plot(Ts, [max(abs(r["ce_rel_diff"]) * 100, 1e-4) for r in runs], "o-", label=label)
+                axes[2].plot(Ts, [max(r["kl_per_token"], 1e-8) for r in runs], "o-", label=label)
+            axes[0].set_ylabel("top-1 agreement with dense (%)")
+            axes[1].set_ylabel("|cross-entropy difference| (%)")
+            axes[1].set_yscale("log")
+            axes[2].set_ylabel("KL(dense || spiking) nats/byte")
+            axes[2].set_yscale("log")
+            for ax in axes:
+                ax.set_xscale("log", base=2)
+                ax.set_xlabel("timesteps per token T")
+                ax.grid(alpha=0.3)
+            axes[0].legend(fontsize=7)
+            fig.suptitle(f"Fidelity vs T ({self.meta['model']['source']}, gating {self.meta['gating']}, "
+                         f"{self.meta['text']['tokens']} held-out tokens)", fontsize=9)
+            fig.tight_layout()
+            path = out_dir / "fidelity_vs_T.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            written.append(path)
+        layer_runs = [r for r in self.runs if "corr_x_per_layer" in r]
+        if layer_runs:
+            fig, ax = plt.subplots(figsize=(6, 3.6))
+            for r in layer_runs:
+                layers = range(len(r["corr_x_per_layer"]))
+                ax.plot(layers, r["corr_x_per_layer"], "o-", label=f"x {r['backend']}/{r['coding']}/T={r['timesteps']}")
+                ax.plot(layers, r["corr_y_per_layer"], "s--", label=f"y {r['backend']}/{r['coding']}/T={r['timesteps']}")
+            ax.set_xlabel("layer")
+            ax.set_ylabel("correlation dense vs decoded counts")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+            fig.tight_layout()
+            path = out_dir / "layer_correlation.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            written.append(path)
+        return written
+
+
+def _jsonable(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codings=("rate",),
+            include_graded: bool = True, mode: str = "discrete", max_spikes: int = 4, device="cpu",
+            dtype=torch.float64, text_name: str = "token ids", seed: int = 0, progress: bool = False,
+            backend_options: dict | None = None, log=None) -> Report:
+    """The equivalence report. token_ids: (B, T) sequences (T,) or a list of backends/T/codings.
+
+    Runs: dense (float64), then per backend: graded T=1 (unless include_graded=False) and every
+    coding x T asked for. Backends other than the reference are compared spike by spike with the
+    reference run of the same settings.
+    """
+    ids = torch.as_tensor(token_ids, dtype=torch.int64)
+    if ids.dim() == 1:
+        ids = ids[None]
+    backends = parse_backends(backends)
+    timesteps = [timesteps] if isinstance(timesteps, int) else list(timesteps)
+    codings = [codings] if isinstance(codings, str) else list(codings)
+    dense = dense_reference(model, ids)
+    configs = ([("graded", 1)] if include_graded else []) + [(c, T) for c in codings for T in timesteps
+                                                              if not (c == "graded" and T == 1 and include_graded)]
+    runs, ref_results = [], {}
+    record = ("counts", "margins", "decoded", "state")
+    for backend in ["reference"] + [b for b in backends if b != "reference"]:
+        for coding, T in configs:
+            if log:
+                log(f"running {backend}: coding={coding} T={T} mode={mode}")
+            opts = (backend_options or {}).get(backend, {})
+            result = simulate(net, ids, backend=backend, timesteps=T, coding=coding, mode=mode, device=device,
+                              record=record, max_spikes=max_spikes, dtype=dtype, progress=progress, **opts)
+            run = {"backend": backend, "mode": mode, "coding": coding, "gating": net.gating, "timesteps": T,
+                   "max_spikes": max_spikes if coding == "multispike" else None, "tokens": result.tokens,
+                   "wall_s": result.wall_s, "tokens_per_s": result.tokens / max(result.wall_s, 1e-12),
+                   "device": str(result.settings.get("device", device)), "dtype": result.settings.get("dtype")}
+            run.update(fidelity(dense, result, ids))
+            run.update(firing(result, net))
+            if backend == "reference":
+                ref_results[(coding, T)] = result
+            else:
+                run.update(spike_differences(ref_results[(coding, T)], result))
+            if backend in backends:
+                runs.append(run)
+    meta = {
+        "bdh_spiking_version": __version__,
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "seed": seed,
+        "model": {"source": getattr(model, "provenance", {}).get("checkpoint", "in-memory model"),
+                  "config": model.config.to_dict(), **getattr(model, "provenance", {})},
+        "network": {"provenance": net.provenance, "gating": net.gating, "v_init": net.v_init},
+        "calibration": net.calibration,
+        "gating": net.gating,
+        "text": {"name": text_name, "tokens": int(ids.numel()), "sequences": int(ids.shape[0]),
+                 "seq_len": int(ids.shape[1])},
+        "dense": {"ce": _ce(dense.logits, ids), "wall_s": dense.wall_s},
+        "tie_eps": TIE_EPS,
+    }
+    return Report(meta, runs)
