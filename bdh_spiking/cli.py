@@ -34,6 +34,13 @@ def entry_point(func):
     return main
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -46,7 +53,7 @@ def positive_int(text: str) -> int:
 
 # -- bdh-train -----------------------------------------------------------------------------
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="bdh-train",
         description="Train a dense byte-level BDH on a text file (resumable, atomic checkpoints).",
     )
@@ -165,7 +172,10 @@ def prepare_network(args):
     else:
         model, info = load_checkpoint(args.checkpoint, n_layer=args.n_layer, log=_log)
         _log(f"model: {info['path']} ({info['format']} format) config {info['config']}")
-        net = convert(model, gating=args.gating or "gain", calibration=args.calibration, seed=args.seed,
+        from pathlib import Path
+
+        calibration = Path(args.calibration) if args.calibration else None
+        net = convert(model, gating=args.gating or "gain", calibration=calibration, seed=args.seed,
                       progress=True)
         _log(f"converted in {net.provenance['conversion_seconds']:.2f} s "
              f"(calibration: {net.calibration['text']}, {net.calibration['bytes']} bytes)")
@@ -181,7 +191,7 @@ def prepare_network(args):
 
 
 def convert_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="bdh-convert",
         description="Convert a dense BDH into a spiking network, run it on one or more backends and "
                     "report how closely it reproduces the dense model.",

@@ -21,7 +21,7 @@ from . import __version__
 from .backends import parse_backends, simulate
 from .fileio import atomic_write_text
 from .model import rotate_pairs
-from .semantics import TIE_EPS
+from .semantics import GRADED_RTOL, TIE_EPS
 
 
 @dataclasses.dataclass
@@ -122,12 +122,18 @@ def firing(result, net) -> dict:
 
 
 def spike_differences(ref, other) -> dict:
-    """Neuron x token count differences against the reference; ties judged by the reference margins."""
+    """Neuron x token count differences against the reference; ties judged by the reference margins.
+
+    Graded coding sends float payloads: two payloads differ when they are further apart than
+    GRADED_RTOL relative (a count of graded spikes differs only where a current changes sign).
+    """
+    graded = ref.settings.get("coding") == "graded"
     diffs = {"max_spike_count_diff_vs_reference": 0.0, "differing_spikes_vs_reference": 0,
              "near_threshold_ties": 0}
     for pop in ("x", "y"):
-        delta = (ref.records[f"{pop}_counts"].double() - other.records[f"{pop}_counts"].double()).abs()
-        differ = delta > 0
+        a, b = ref.records[f"{pop}_counts"].double(), other.records[f"{pop}_counts"].double()
+        delta = (a - b).abs()
+        differ = delta > (GRADED_RTOL * torch.clamp(a.abs(), min=1.0) if graded else 0.0)
         diffs["max_spike_count_diff_vs_reference"] = max(diffs["max_spike_count_diff_vs_reference"],
                                                          float(delta.max()) if delta.numel() else 0.0)
         diffs["differing_spikes_vs_reference"] += int(differ.sum())

@@ -18,6 +18,7 @@ from .model import layer_norm, rope_cos_sin, rotate_pairs
 CODINGS = ("graded", "rate", "multispike")
 MODES = ("discrete", "fixed-point", "biophysical")
 TIE_EPS = 1e-9  # |v - boundary| below this at a deciding step is a near-threshold tie
+GRADED_RTOL = 1e-9  # graded payloads are floats: equal means equal to this relative tolerance
 MAX_TIMESTEPS = 4096
 
 __all__ = [
@@ -123,7 +124,8 @@ def neuron_step(v: torch.Tensor, current: torch.Tensor, coding: str, max_spikes:
     rate:       v += I; s = 1 if v > 1 else 0; v -= s
     multispike: v += I; s = clamp(ceil(v) - 1, 0, K); v -= s   (s = number of integers 1 <= j <= K below v)
     graded:     v += I; s = max(v, 0) (one graded spike carrying that payload); v = 0
-    Returns (v, s, distance of v from the nearest firing boundary after integration).
+    Returns (v, s, distance of v from the nearest firing boundary after integration; for graded
+    spikes the boundary is 0, where the neuron switches between silent and sending).
     """
     v = v + current
     if coding == "rate":
@@ -137,7 +139,7 @@ def neuron_step(v: torch.Tensor, current: torch.Tensor, coding: str, max_spikes:
         return v - s, s, margin
     if coding == "graded":
         s = torch.clamp(v, min=0.0)
-        return torch.zeros_like(v), s, torch.full_like(v, math.inf)
+        return torch.zeros_like(v), s, v.abs()
     raise ValueError(f"unknown coding {coding!r}")
 
 
@@ -145,7 +147,7 @@ def run_population(current: torch.Tensor, settings: SimSettings, v_init: float):
     """T timesteps of constant input current (threshold units) from v = v_init (0 for graded).
 
     Returns (counts, margin): counts summed over the T steps (spikes, or graded payload), and the
-    smallest distance to a firing boundary seen at any step (inf for graded coding).
+    smallest distance to a firing boundary seen at any step.
     """
     v = torch.full_like(current, 0.0 if settings.coding == "graded" else v_init)
     counts = torch.zeros_like(current)

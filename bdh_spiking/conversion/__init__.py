@@ -21,7 +21,7 @@ GRANULARITIES = ("neuron", "head", "population")
 
 
 def _calibration_ids(calibration) -> tuple[torch.Tensor, str]:
-    """bytes/str/array/tensor/path/None -> (ids, a name for the report)."""
+    """bytes/str/array/tensor (the text) or Path (a file) or None -> (ids, a name for the report)."""
     if calibration is None:
         path = shipped_text_path("calibration")
         return to_ids(read_bytes(path, what="calibration text")), f"shipped:{path.name}"
@@ -39,7 +39,8 @@ def convert(model, gating: str = "gain", calibration=None, granularity: str = "n
 
     gating: 'gain' (y neurons encode a*b; x activity multiplies their input current) or
     'product' (y neurons encode b; a product node multiplies decoded counts).
-    calibration: bytes, str, a path, token ids, or None for the shipped calibration text.
+    calibration: bytes or str (the text itself), a pathlib.Path (a file), token ids, or None
+    for the shipped calibration text.
     granularity/quantile: threshold statistic (per neuron max by default, silent neurons
     falling back to their head's value). v_init: initial membrane potential / threshold.
     """

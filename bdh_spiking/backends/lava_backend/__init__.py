@@ -1,0 +1,36 @@
+"""Intel Lava backend: the spiking network as a graph of Lava Processes, run on Lava's CPU
+simulator with its floating-point ProcessModels (``Loihi2SimCfg(select_tag='floating_pt')``).
+
+Mode 'discrete' only for now ('fixed-point' is not implemented in this backend yet).
+
+Process graph (graph.py; docs/backends.md, section "Lava backend"):
+
+    RingBuffer source --> Dense(embed) --> BDHLayer 0 --> ... --> BDHLayer L-1 --> Dense(lm_head) --> RingBuffer sink
+       (Lava's)           (Lava's)          (ours)                  (ours)          (Lava's)           (Lava's)
+
+Public: ``simulate`` (the backend entry point), ``save_process_graph`` / ``load_process_graph``
+and ``simulate_saved`` (rebuild the graph from a directory, without the checkpoint).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ...errors import BackendUnavailable
+
+if sys.version_info[:2] != (3, 10):
+    raise BackendUnavailable(
+        f"the Lava backend needs lava-nc 0.10, which requires Python 3.10 (this is Python "
+        f"{sys.version_info[0]}.{sys.version_info[1]}): use a Python 3.10 environment and "
+        "pip install 'bdh-spiking[lava]'")
+try:
+    import lava.magma.core.process.process  # noqa: F401
+except ImportError as exc:  # the package is there (the registry checked) but does not import
+    raise BackendUnavailable(f"the Lava backend could not import lava ({exc}): "
+                             "pip install 'bdh-spiking[lava]' (lava-nc 0.10, Python 3.10)") from None
+
+from .graph import (GRAPH_FILE, NETWORK_FILE, load_process_graph, make_spec, run_spec, save_process_graph,  # noqa: E402
+                    simulate, simulate_saved)
+
+__all__ = ["simulate", "save_process_graph", "load_process_graph", "simulate_saved", "make_spec", "run_spec",
+           "GRAPH_FILE", "NETWORK_FILE"]
