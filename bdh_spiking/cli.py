@@ -172,6 +172,9 @@ def prepare_network(args):
     else:
         model, info = load_checkpoint(args.checkpoint, n_layer=args.n_layer, log=_log)
         _log(f"model: {info['path']} ({info['format']} format) config {info['config']}")
+        val = (info.get("meta") or {}).get("val_loss")
+        if val is not None:
+            _log(f"model: validation loss {val:.4f} nats/byte (recorded by bdh-train)")
         from pathlib import Path
 
         calibration = Path(args.calibration) if args.calibration else None
@@ -206,6 +209,10 @@ def convert_parser() -> argparse.ArgumentParser:
                    help="sample N bytes from the spiking network (reference executor)")
     p.add_argument("--prompt", default="ROMEO:\n", help="prompt for --generate")
     p.add_argument("--no-graded", action="store_true", help="skip the graded T=1 structural check run")
+    p.add_argument("--energy", action="store_true",
+                   help="also print the energy-per-token table (bdh-energy) for the last T")
+    p.add_argument("--profile", default=None, metavar="NAME|all|FILE",
+                   help="hardware profile(s) for --energy: NAME[,NAME...], 'all' (default) or a .toml file")
     return p
 
 
@@ -220,6 +227,11 @@ def convert_main(argv=None):
     backends = parse_backends(args.backend)
     device = resolve_device(args.device)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    energy_profiles = None
+    if args.energy or args.profile is not None:
+        from .energy import parse_profiles
+
+        energy_profiles = parse_profiles(args.profile or "all")
     model, net, ids, text_name = prepare_network(args)
     timesteps = args.sweep_T or [args.timesteps]
     from .semantics import SimSettings
@@ -230,6 +242,13 @@ def convert_main(argv=None):
                      include_graded=not args.no_graded, mode=args.mode, max_spikes=args.max_spikes,
                      device=device, dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=_log)
     print(report.table())
+    if energy_profiles is not None:
+        from .energy import estimate
+
+        print()
+        print(estimate(model, net, ids, backends=backends, profiles=energy_profiles, timesteps=timesteps[-1],
+                       coding=args.coding, mode=args.mode, max_spikes=args.max_spikes, device=device, dtype=dtype,
+                       text_name=text_name, log=_log).table())
     if args.generate:
         from .generate import generate
 
@@ -240,6 +259,49 @@ def convert_main(argv=None):
     if args.save:
         net.save(args.save)
         _log(f"wrote network {args.save}")
+    if args.json:
+        report.to_json(args.json)
+        _log(f"wrote {args.json}")
+    if args.plots:
+        for path in report.plot(args.plots):
+            _log(f"wrote {path}")
+    return 0
+
+
+# -- bdh-energy ----------------------------------------------------------------------------
+def energy_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="bdh-energy",
+        description="Energy per token of the spiking network on neuromorphic hardware profiles, counted from "
+                    "each backend's actual spikes, next to the dense model on conventional hardware.",
+    )
+    add_network_args(p)
+    p.add_argument("--profile", default="all", metavar="NAME|all|FILE",
+                   help="hardware profile(s): NAME[,NAME...], 'all' (default) or a .toml profile file")
+    p.add_argument("--json", metavar="FILE", help="write one row per backend x profile (and the dense baselines)")
+    p.add_argument("--plots", metavar="DIR", help="write the energy-per-token plot here")
+    return p
+
+
+@entry_point
+def energy_main(argv=None):
+    args = energy_parser().parse_args(argv)
+    import torch
+
+    from .backends import parse_backends, resolve_device
+    from .energy import estimate, parse_profiles
+    from .semantics import SimSettings
+
+    profiles = parse_profiles(args.profile)
+    backends = parse_backends(args.backend)
+    device = resolve_device(args.device)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    SimSettings(timesteps=args.timesteps, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode).validate()
+    model, net, ids, text_name = prepare_network(args)
+    report = estimate(model, net, ids, backends=backends, profiles=profiles, timesteps=args.timesteps,
+                      coding=args.coding, mode=args.mode, max_spikes=args.max_spikes, device=device, dtype=dtype,
+                      text_name=text_name, progress=True, log=_log)
+    print(report.table())
     if args.json:
         report.to_json(args.json)
         _log(f"wrote {args.json}")

@@ -100,8 +100,9 @@ def _fallback() -> Profile | None:
 class _Prices:
     """Joules per counted event for one profile: direct entries, and the documented fallbacks."""
 
-    def __init__(self, profile: Profile, fallback: Profile | None):
+    def __init__(self, profile: Profile, fallback):
         self.p = profile
+        fallback = _fallback() if isinstance(fallback, str) and fallback == "auto" else fallback
         self.fb = fallback if (fallback is not None and fallback.key != profile.key) else None
 
     def entry(self, name):
@@ -113,11 +114,11 @@ class _Prices:
         if op in self.p.energy:
             return self.p.energy[op].value, None
         if "flop" in self.p.energy:
-            return self.p.energy["flop"].value, f"{self.p.key}: FP32 {op} priced as one 'flop' (no '{op}' entry)"
+            return self.p.energy["flop"].value, "FP32 adds and multiplies priced as one 'flop' each (no add/mult entry)"
         if self.fb is not None and op in self.fb.energy:
             return self.fb.energy[op].value, (
-                f"{self.p.key} publishes no arithmetic figure: non-spiking FP32 {op}s (LayerNorm, residual, gating, "
-                f"oscillator phases) priced with {self.fb.key} (Horowitz 2014, 45 nm) -- an assumption")
+                f"no arithmetic figure on this device: the non-spiking FP32 adds and multiplies (LayerNorm, residual, "
+                f"gating, oscillator phases) priced with {self.fb.key} (Horowitz 2014, 45 nm) -- an assumption")
         return None, None
 
     def graded(self):
@@ -125,11 +126,10 @@ class _Prices:
         if "graded_synaptic_op" in self.p.energy:
             return self.p.energy["graded_synaptic_op"].value, None
         if "synaptic_op" in self.p.energy:
-            mult, mnote = self.arith("mult")
+            mult, _ = self.arith("mult")  # the multiply's own fallback is noted with the arithmetic
             if mult is None:
                 return None, None
-            note = (f"{self.p.key} has no 'graded_synaptic_op': a graded event is priced as synaptic_op + one FP32 "
-                    f"multiply (payload x weight)" + (f"; {mnote}" if mnote else ""))
+            note = "no 'graded_synaptic_op': a graded event is priced as synaptic_op + one FP32 multiply (payload x weight)"
             return self.p.energy["synaptic_op"].value + mult, note
         return None, None
 
@@ -137,7 +137,7 @@ class _Prices:
         if name in self.p.energy:
             return self.p.energy[name].value, None
         if name == "mac" and "flop" in self.p.energy:
-            return 2 * self.p.energy["flop"].value, f"{self.p.key}: FP32 MAC priced as 2 'flop' (no 'mac' entry)"
+            return 2 * self.p.energy["flop"].value, "FP32 MAC priced as 2 'flop' (no 'mac' entry)"
         return None, None
 
 
@@ -183,7 +183,7 @@ def spiking_counts(result, net) -> dict:
     graded_lm = tok * D * V  # final residual -> lm_head
     graded_dec = 0.0 if gain else gnz * D  # product node's non-zero outputs -> decoder
     if abs((graded_E + graded_lm + graded_dec) - ev["graded_synaptic_events"]) > 1e-6 * max(1.0, graded_E):
-        raise AssertionError("graded synaptic events disagree with backends.base.event_counts")
+        raise RuntimeError("graded synaptic events disagree with backends.base.event_counts (counting rules out of sync)")
     neurons = L * 2 * H * N  # IF neurons (x and y) per token
     inactive = 0.0 if not gain else (tok * L * H * N - xa) * T  # gain: y neurons whose gate x is silent
     ln = layernorm_ops(d)
@@ -313,8 +313,11 @@ def _finish(row: dict, components: dict) -> dict:
     return row
 
 
-def price_spiking(counts: dict, profile: Profile, fallback: Profile | None = None) -> dict:
-    """Energy per token of one run's counts on one profile; components sum to the total."""
+def price_spiking(counts: dict, profile: Profile, fallback="auto") -> dict:
+    """Energy per token of one run's counts on one profile; components sum to the total.
+
+    fallback: the profile pricing arithmetic the device has no figure for ("auto": digital45nm; None: none).
+    """
     P = _Prices(profile, fallback)
     graded, gnote = P.graded()
     if counts["synaptic_events_graded_coding"]:
@@ -344,7 +347,7 @@ def price_spiking(counts: dict, profile: Profile, fallback: Profile | None = Non
         "plastic_update": _component(counts["plastic_updates"], pu, None, "no 'plastic_update'"),
         "routing": _component(counts["routed_spikes"] + counts["routed_graded_packets"], hop,
                               "routing: one mesh hop per spike or graded packet (placement not modelled)"
-                              if hop else None, "no 'spike_hop'"),
+                              if hop is not None else None, "no 'spike_hop'"),
         "arithmetic_add": _component(counts["arith_adds"], add, anote, "no 'add', 'flop' or fallback"),
         "arithmetic_mult": _component(counts["arith_mults"], mult, mnote, "no 'mult', 'flop' or fallback"),
     }
@@ -384,7 +387,7 @@ DENSE_VARIANTS = ("recurrent-fp32", "parallel-fp32", "recurrent-int8", "recurren
 
 
 def price_dense(dims, profile: Profile, variant: str, seq_len: int | None = None, density: dict | None = None,
-                fallback: Profile | None = None) -> dict:
+                fallback="auto") -> dict:
     """Energy per token of the dense model (one variant) on one (conventional) profile."""
     P = _Prices(profile, fallback)
     if variant not in DENSE_VARIANTS:
@@ -485,7 +488,7 @@ def estimate(model, net, token_ids, backends=("reference",), profiles="all", tim
         counts[backend] = spiking_counts(res, net)
     rows = []
     for backend in backends:
-        for p in profs:
+        for p in sorted(profs, key=lambda p: p.kind != "neuromorphic"):  # stable: keeps the user's order
             row = price_spiking(counts[backend], p, fallback)
             row["backend"] = backend
             rows.append(row)
@@ -543,6 +546,17 @@ def _e(x) -> str:
     return "n/a" if x is None else f"{x:.3e}"
 
 
+def _shown_energy(r):
+    """(joules, is_lower_bound) for display, or None when the bulk of the work has no figure on the device
+    (a lower bound over the remaining small components would mislead)."""
+    if r["energy_per_token_j"] is not None:
+        return r["energy_per_token_j"], False
+    main = ("mac",) if r["kind"] == "dense" else ("synaptic", "graded_synaptic")
+    if any(r["components"][c]["energy_j"] is None for c in main):
+        return None
+    return r["energy_per_token_lower_bound_j"], True
+
+
 @dataclasses.dataclass
 class EnergyReport:
     meta: dict
@@ -572,11 +586,10 @@ class EnergyReport:
         out = [head]
         for r in self.rows:
             marks = [str(index[n]) for n in r["notes"]] + [str(index[f"unavailable: {n}"]) for n in r["unavailable"]]
-            if r["energy_per_token_j"] is not None:
-                energy = _e(r["energy_per_token_j"])
-            else:
-                energy = (">=" + _e(r["energy_per_token_lower_bound_j"])) if r["energy_per_token_lower_bound_j"] else "n/a"
-            ratio = "-" if r.get("ratio_vs_dense_45nm") is None else f"{r['ratio_vs_dense_45nm']:.3g}"
+            shown = _shown_energy(r)
+            energy = "n/a" if shown is None else ((">=" if shown[1] else "") + _e(shown[0]))
+            ratio = "-" if r.get("ratio_vs_dense_45nm") is None or energy == "n/a" else (
+                ("" if r["energy_per_token_j"] is not None else ">=") + f"{r['ratio_vs_dense_45nm']:.3g}")
             if r["kind"] == "dense":
                 out.append([f"dense {r['variant']}", r["profile"], energy, ratio,
                             f"({r['macs_per_token']:,.0f} MAC)", "-", "-", "-", "-", "-", "-", "-", ",".join(marks)])
@@ -586,7 +599,8 @@ class EnergyReport:
                         f"{r['graded_synaptic_events_per_token']:,.0f}", f"{r['neuron_updates_per_token']:,.0f}",
                         f"{r['plastic_updates_per_token']:,.0f}", f"{r['spikes_per_token']:,.1f}",
                         f"{r['spikes_per_synapse']:.3g}", f"{r['spike_rate']:.2%}",
-                        f"{be['dampfhoffer2023']} / {be['yan2024']}", ",".join(marks)])
+                        ("" if be["binary_spikes"] else "graded spikes: ") + f"{be['dampfhoffer2023']} / {be['yan2024']}",
+                        ",".join(marks)])
         widths = [max(len(row[i]) for row in out) for i in range(len(head))]
         lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in out]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -632,11 +646,10 @@ class EnergyReport:
         palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
         backends = self.meta["backends"]
         for r in self.rows:
-            e = r["energy_per_token_j"]
-            lower = e is None
-            e = r["energy_per_token_lower_bound_j"] if lower else e
-            if not e:
+            shown = _shown_energy(r)
+            if shown is None or not shown[0]:
                 continue
+            e, lower = shown
             if r["kind"] == "dense":
                 labels.append(f"dense {r['variant']} / {r['profile']}")
                 colors.append("0.55")

@@ -118,45 +118,63 @@ def fold_weights(net, device=None, dtype=torch.float64) -> dict:
     }
 
 
-def neuron_step(v: torch.Tensor, current: torch.Tensor, coding: str, max_spikes: int = 1):
+def neuron_step(v: torch.Tensor, current: torch.Tensor, coding: str, max_spikes: int = 1, margin: bool = True):
     """One timestep of a population of unit-threshold IF neurons: integrate, fire, reset.
 
     rate:       v += I; s = 1 if v > 1 else 0; v -= s
     multispike: v += I; s = clamp(ceil(v) - 1, 0, K); v -= s   (s = number of integers 1 <= j <= K below v)
     graded:     v += I; s = max(v, 0) (one graded spike carrying that payload); v = 0
     Returns (v, s, distance of v from the nearest firing boundary after integration; for graded
-    spikes the boundary is 0, where the neuron switches between silent and sending).
+    spikes the boundary is 0, where the neuron switches between silent and sending; None when
+    margin=False).
     """
     v = v + current
     if coding == "rate":
-        margin = (v - 1.0).abs()
+        dist = (v - 1.0).abs() if margin else None
         s = (v > 1.0).to(v.dtype)
-        return v - s, s, margin
+        return v - s, s, dist
     if coding == "multispike":
-        nearest = torch.clamp(torch.round(v), min=1.0, max=float(max_spikes))
-        margin = (v - nearest).abs()
+        dist = (v - torch.clamp(torch.round(v), min=1.0, max=float(max_spikes))).abs() if margin else None
         s = torch.clamp(torch.ceil(v) - 1.0, min=0.0, max=float(max_spikes))
-        return v - s, s, margin
+        return v - s, s, dist
     if coding == "graded":
         s = torch.clamp(v, min=0.0)
-        return torch.zeros_like(v), s, v.abs()
+        return torch.zeros_like(v), s, (v.abs() if margin else None)
     raise ValueError(f"unknown coding {coding!r}")
 
 
-def run_population(current: torch.Tensor, settings: SimSettings, v_init: float):
+def run_population(current: torch.Tensor, settings: SimSettings, v_init: float, margins: bool = True):
     """T timesteps of constant input current (threshold units) from v = v_init (0 for graded).
 
     Returns (counts, margin): counts summed over the T steps (spikes, or graded payload), and the
-    smallest distance to a firing boundary seen at any step.
+    smallest distance to a firing boundary seen at any step (None when margins=False).
+
+    Only neurons with a positive current are stepped: with v_init < 1 a neuron whose current is
+    <= 0 never reaches a boundary (its count is 0 and its membrane stays <= v_init), so skipping
+    it changes no count, and the stepped neurons see exactly the loop written out.
     """
-    v = torch.full_like(current, 0.0 if settings.coding == "graded" else v_init)
-    counts = torch.zeros_like(current)
-    margin = torch.full_like(current, math.inf)
+    flat = current.reshape(-1)
+    idx = (flat > 0).nonzero().squeeze(1)
+    v0 = 0.0 if settings.coding == "graded" else v_init
+    j = flat[idx]
+    v = torch.full_like(j, v0)
+    c = torch.zeros_like(j)
+    m = torch.full_like(j, math.inf) if margins else None
     for _ in range(settings.timesteps):
-        v, s, m = neuron_step(v, current, settings.coding, settings.max_spikes)
-        counts = counts + s
-        margin = torch.minimum(margin, m)
-    return counts, margin
+        v, s, dist = neuron_step(v, j, settings.coding, settings.max_spikes, margins)
+        c += s
+        if margins:
+            torch.minimum(m, dist, out=m)
+    counts = torch.zeros_like(flat)
+    counts[idx] = c
+    margin = None
+    if margins:
+        # silent neurons: distance to the boundary after the first step (their closest approach)
+        boundary = 0.0 if settings.coding == "graded" else 1.0
+        margin = ((v0 + flat) - boundary).abs()
+        margin[idx] = m
+        margin = margin.view_as(current)
+    return counts.view_as(current), margin
 
 
 def decode(counts: torch.Tensor, theta: torch.Tensor, timesteps: int) -> torch.Tensor:

@@ -38,6 +38,7 @@ class ReferenceExecutor:
         self.dtype = dtype
         self.p = plasticity or Plasticity()
         self.record = tuple(record)
+        self.margins = "margins" in self.record
         self.chunk = chunk
         self.progress = progress
         self.w = fold_weights(net, self.device, dtype)
@@ -46,13 +47,13 @@ class ReferenceExecutor:
     # -- stages shared by both forms (leading dims: batch and, in chunks, tokens) --------
     def x_stage(self, x, layer):
         current = torch.einsum("...d,hdn->...hn", x, self.w["W_x"][layer])
-        counts, margin = run_population(current, self.s, self.net.v_init)
+        counts, margin = run_population(current, self.s, self.net.v_init, self.margins)
         return counts, margin, decode(counts, self.w["theta_x"][layer], self.s.timesteps)
 
     def y_stage(self, u_norm, a_hat, layer):
         z = torch.einsum("...hd,hdn->...hn", u_norm, self.w["W_y"][layer])
         current = a_hat * z if self.net.gating == "gain" else z
-        counts, margin = run_population(current, self.s, self.net.v_init)
+        counts, margin = run_population(current, self.s, self.net.v_init, self.margins)
         decoded = decode(counts, self.w["theta_y"][layer], self.s.timesteps)
         g = decoded if self.net.gating == "gain" else a_hat * decoded
         return counts, margin, g

@@ -5,8 +5,8 @@ Mode 'discrete' only for now ('fixed-point' is not implemented in this backend y
 
 Process graph (graph.py; docs/backends.md, section "Lava backend"):
 
-    RingBuffer source --> Dense(embed) --> BDHLayer 0 --> ... --> BDHLayer L-1 --> Dense(lm_head) --> RingBuffer sink
-       (Lava's)           (Lava's)          (ours)                  (ours)          (Lava's)           (Lava's)
+    RingBuffer source --> Dense(embed) --> BDHLayer 0 --> ... --> BDHLayer L-1 --> Dense(lm_head) --> LogitSink
+       (Lava's)           (Lava's)          (ours)                  (ours)          (Lava's)          (ours)
 
 Public: ``simulate`` (the backend entry point), ``save_process_graph`` / ``load_process_graph``
 and ``simulate_saved`` (rebuild the graph from a directory, without the checkpoint).
@@ -23,7 +23,25 @@ if sys.version_info[:2] != (3, 10):
         f"the Lava backend needs lava-nc 0.10, which requires Python 3.10 (this is Python "
         f"{sys.version_info[0]}.{sys.version_info[1]}): use a Python 3.10 environment and "
         "pip install 'bdh-spiking[lava]'")
+
+def _prepare_multiprocessing() -> None:
+    """Lava's runtime calls multiprocessing.set_start_method('fork') when it is first imported, which
+    raises once anything has fixed the start method (e.g. tqdm's lock fixes the default, 'fork' on
+    Linux). The same 'fork' is what Lava sets, so the fixed default is released for it."""
+    import multiprocessing as mp
+
+    if "lava.magma.runtime.message_infrastructure.multiprocessing" in sys.modules:
+        return
+    current = mp.get_start_method(allow_none=True)
+    if current == "fork":
+        mp.set_start_method(None, force=True)
+    elif current is not None:
+        raise BackendUnavailable(f"the Lava backend needs the multiprocessing start method 'fork', but it was set "
+                                 f"to {current!r} before lava was imported")
+
+
 try:
+    _prepare_multiprocessing()
     import lava.magma.core.process.process  # noqa: F401
 except ImportError as exc:  # the package is there (the registry checked) but does not import
     raise BackendUnavailable(f"the Lava backend could not import lava ({exc}): "

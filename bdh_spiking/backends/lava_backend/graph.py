@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +58,7 @@ def make_spec(net, settings: SimSettings, plasticity: Plasticity | None = None) 
               "input line (one of V per sequence) at the token's first step", "ports": {"s_out": "B*V"}},
              {"name": "embed", "origin": "lava", "class": "lava.proc.dense.process.Dense",
               "model": "lava.proc.dense.models.PyDenseModelFloat", "weights": "embed", "transpose": True,
-              "num_message_bits": 0, "role": "embedding: binary input spike -> graded embedding row",
+              "num_message_bits": 0, "delay_steps": 1, "role": "embedding: binary input spike -> graded embedding row",
               "ports": {"s_in": "B*V", "a_out": "B*D"}}]
     for layer in range(L):
         procs.append({"name": f"layer{layer}", "origin": "bdh_spiking", "layer": layer,
@@ -71,16 +74,19 @@ def make_spec(net, settings: SimSettings, plasticity: Plasticity | None = None) 
                       "ports": {"x_in": "B*D", "x_out": "B*D"}})
     procs += [{"name": "readout", "origin": "lava", "class": "lava.proc.dense.process.Dense",
                "model": "lava.proc.dense.models.PyDenseModelFloat", "weights": "lm_head", "transpose": True,
-               "num_message_bits": 24, "role": "graded residual -> logits", "ports": {"s_in": "B*D", "a_out": "B*V"}},
-              {"name": "sink", "origin": "lava", "class": "lava.proc.io.sink.RingBuffer",
-               "model": "lava.proc.io.sink.PyReceiveModelFloat", "role": "logits of every timestep",
+               "num_message_bits": 24, "delay_steps": 1, "role": "graded residual -> logits", "ports": {"s_in": "B*D", "a_out": "B*V"}},
+              {"name": "sink", "origin": "bdh_spiking",
+               "class": "bdh_spiking.backends.lava_backend.processes.LogitSink",
+               "model": "bdh_spiking.backends.lava_backend.models.PyLogitSinkModelFloat",
+               "first_step": 3 + L * latency, "role": "keeps the logits of each token's logits step (Lava's "
+               "io.sink.RingBuffer would do, but Var.get() in Lava 0.10 moves one value per message)",
                "ports": {"a_in": "B*V"}}]
     chain = ["source.s_out", "embed.s_in", "embed.a_out"] + sum(
         [[f"layer{i}.x_in", f"layer{i}.x_out"] for i in range(L)], []) + ["readout.s_in", "readout.a_out", "sink.a_in"]
     conns = []
     for src, dst in zip(chain[0::2], chain[1::2]):
         conns.append({"from": src, "to": dst, "delay_steps": 0,
-                      "note": "direct port connection"})
+                      "note": "direct port connection (the Dense processes add their own step of delay)"})
     return {
         "format": GRAPH_FORMAT, "format_version": GRAPH_VERSION, "network": NETWORK_FILE,
         "settings": {"timesteps": T, "coding": settings.coding, "max_spikes": settings.max_spikes,
@@ -126,12 +132,13 @@ def logits_step(spec: dict, t: int) -> int:
 
 
 # -- building the Lava processes from the spec -------------------------------------------
-def build(net, spec: dict, ids: np.ndarray, record=()) -> dict:
+def build(net, spec: dict, ids: np.ndarray, record=(), record_dir: str | None = None) -> dict:
+    """The Lava Processes of ``spec`` for token ids (B, n), connected. Records go to .npy buffers
+    in ``record_dir`` (created here, memory-mapped by the process models)."""
     from lava.proc.dense.process import Dense
-    from lava.proc.io.sink import RingBuffer as SinkBuffer
     from lava.proc.io.source import RingBuffer as SourceBuffer
 
-    from .processes import BDHLayer
+    from .processes import BDHLayer, LogitSink, record_shapes
 
     B, n = ids.shape
     d = spec["dims"]
@@ -145,6 +152,15 @@ def build(net, spec: dict, ids: np.ndarray, record=()) -> dict:
     cos, sin = oscillator_cos_sin(torch.as_tensor(net.arrays["freqs"], dtype=torch.float32), torch.arange(n))
     cos, sin = cos.double().numpy(), sin.double().numpy()
     eye = np.eye(B)
+    if record_dir is None:
+        record_dir = tempfile.mkdtemp(prefix="bdh-lava-")
+
+    def buffers(prefix, shapes):
+        for key, shape in shapes.items():
+            np.lib.format.open_memmap(os.path.join(record_dir, f"{prefix}{key}.npy"), mode="w+",
+                                      dtype=np.float64, shape=shape).flush()
+        return os.path.join(record_dir, prefix)
+
     procs = {}
     for entry in spec["processes"]:
         name, cls = entry["name"], entry["class"]
@@ -152,7 +168,7 @@ def build(net, spec: dict, ids: np.ndarray, record=()) -> dict:
             data = np.zeros((B * V, steps))
             for t in range(n):
                 data[np.arange(B) * V + ids[:, t], t * period] = 1.0  # step 1 + t*period
-            procs[name] = SourceBuffer(data=data, name=name)
+            procs[name] = SourceBuffer(data=data)
         elif cls.endswith("Dense"):
             W = w[entry["weights"]]
             W = W.T if entry["transpose"] else W  # Lava's Dense wants (out, in)
@@ -171,9 +187,14 @@ def build(net, spec: dict, ids: np.ndarray, record=()) -> dict:
                 normalize_input=entry["normalize_input"],
                 freeze_after=-1 if pl["freeze_after"] is None else int(pl["freeze_after"]),
                 reset_every=0 if pl["reset_every"] is None else int(pl["reset_every"]), decay=decay,
-                record_decoded="decoded" in record, record_margins="margins" in record, name=name)
-        elif cls.endswith("sink.RingBuffer"):
-            procs[name] = SinkBuffer(shape=(B * V,), buffer=steps, name=name)
+                record_path=buffers(f"{name}_", record_shapes(n, B, H, N, D, "decoded" in record,
+                                                              "margins" in record, "state" in record)),
+                record_decoded="decoded" in record, record_margins="margins" in record,
+                record_state="state" in record, name=name)
+        elif cls.endswith("LogitSink"):
+            path = buffers(f"{name}_", {"logits": (n, B * V)}) + "logits.npy"
+            procs[name] = LogitSink(size=B * V, path=path, first_step=entry["first_step"], period=period,
+                                    n_tokens=n, name=name)
         else:
             raise NetworkFormatError(f"unknown process class {cls!r} in the Lava graph description")
     for c in spec["connections"]:
@@ -182,27 +203,33 @@ def build(net, spec: dict, ids: np.ndarray, record=()) -> dict:
     return procs
 
 
-def run_cfg():
+def run_cfg(procs: dict | None = None):
+    """Loihi2SimCfg(select_tag='floating_pt') with our models named explicitly: keyed by class (what
+    RunConfig.select reads) and by Process instance (what the compiler checks before it would scan
+    the package directory for ProcessModels)."""
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.models import PyDenseModelFloat
     from lava.proc.dense.process import Dense
-    from lava.proc.io.sink import PyReceiveModelFloat
-    from lava.proc.io.sink import RingBuffer as SinkBuffer
     from lava.proc.io.source import PySendModelFloat
     from lava.proc.io.source import RingBuffer as SourceBuffer
 
-    from .models import PyBDHLayerModelFloat
-    from .processes import BDHLayer
+    from .models import PyBDHLayerModelFloat, PyLogitSinkModelFloat
+    from .processes import BDHLayer, LogitSink
 
-    return Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map={
-        BDHLayer: PyBDHLayerModelFloat, Dense: PyDenseModelFloat, SourceBuffer: PySendModelFloat,
-        SinkBuffer: PyReceiveModelFloat})
+    by_class = {BDHLayer: PyBDHLayerModelFloat, Dense: PyDenseModelFloat, SourceBuffer: PySendModelFloat,
+                LogitSink: PyLogitSinkModelFloat}
+    models = dict(by_class)
+    for proc in (procs or {}).values():
+        models[proc] = by_class[type(proc)]
+    return Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=models)
 
 
 def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False) -> SimulationResult:
     """Builds the graph described by ``spec`` for these token ids, runs it, collects the result."""
     from lava.magma.core.run_conditions import RunSteps
     from tqdm.auto import tqdm
+
+    from .processes import record_shapes
 
     started = time.perf_counter()
     record = tuple(record)
@@ -213,32 +240,42 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
     B, n = ids_np.shape
     d = spec["dims"]
     L, H, N, V = d["L"], d["H"], d["N"], d["V"]
-    procs = build(net, spec, ids_np, record)
-    steps = total_steps(spec, n)
-    period = spec["schedule"]["period_steps_per_token"]
-    sink = procs["sink"]
-    cfg = run_cfg()
-    chunk = steps if not progress else max(period * 16, 1)
-    layers = [procs[f"layer{i}"] for i in range(L)]
+    record_dir = tempfile.mkdtemp(prefix="bdh-lava-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     try:
-        with tqdm(total=steps, desc="lava", unit="step", disable=not progress, leave=False) as bar:
-            done = 0
-            while done < steps:
-                k = min(chunk, steps - done)
-                sink.run(condition=RunSteps(num_steps=k, blocking=True), run_cfg=cfg)
-                done += k
-                bar.update(k)
-        data = sink.data.get()
-        rec = {name: [lay_var.get() for lay_var in (getattr(p, name) for p in layers)]
-               for name in ["rec_x", "rec_y", "rec_stats"]
-               + (["rec_a", "rec_g"] if "decoded" in record else [])
-               + (["rec_mx", "rec_my"] if "margins" in record else [])
-               + (["S"] if "state" in record else [])}
+        procs = build(net, spec, ids_np, record, record_dir)
+        steps = total_steps(spec, n)
+        period = spec["schedule"]["period_steps_per_token"]
+        sink = procs["sink"]
+        cfg = run_cfg(procs)
+        chunk = steps if not progress else period * 64  # progress: one run call per 64 tokens
+        finished = False
+        try:
+            with _one_blas_thread(), tqdm(total=steps, desc="lava", unit="step", disable=not progress,
+                                          leave=False) as bar:
+                done = 0
+                while done < steps:
+                    k = min(chunk, steps - done)
+                    sink.run(condition=RunSteps(num_steps=k, blocking=True), run_cfg=cfg)
+                    done += k
+                    bar.update(k)
+            finished = True
+        finally:
+            try:
+                sink.stop()
+            except Exception:  # noqa: BLE001 - never mask the run's own error
+                if finished:
+                    raise
+
+        def load(name):
+            return np.load(os.path.join(record_dir, name))
+
+        logits_np = load("sink_logits.npy")  # n, B*V
+        rec = {key: [load(f"layer{i}_{key}.npy") for i in range(L)] for key in
+               record_shapes(n, B, H, N, d["D"], "decoded" in record, "margins" in record, "state" in record)}
     finally:
-        sink.stop()
-    cols = [logits_step(spec, t) - 1 for t in range(n)]
-    logits = torch.from_numpy(np.ascontiguousarray(data[:, cols].T.reshape(n, B, V).transpose(1, 0, 2)))
-    stats_np = np.sum(rec["rec_stats"], axis=0)  # n,B,6 summed over layers
+        shutil.rmtree(record_dir, ignore_errors=True)
+    logits = torch.from_numpy(np.ascontiguousarray(logits_np.reshape(n, B, V).transpose(1, 0, 2)))
+    stats_np = np.sum(rec["stats"], axis=0)  # n,B,6 summed over layers
     stats = {k: torch.from_numpy(np.ascontiguousarray(stats_np[:, :, i].T)).to(torch.float64)
              for i, k in enumerate(EVENT_KEYS)}
 
@@ -247,11 +284,11 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
 
     records = {}
     if "counts" in record:
-        records["x_counts"], records["y_counts"] = per_neuron("rec_x"), per_neuron("rec_y")
+        records["x_counts"], records["y_counts"] = per_neuron("x"), per_neuron("y")
     if "margins" in record:
-        records["x_margins"], records["y_margins"] = per_neuron("rec_mx"), per_neuron("rec_my")
+        records["x_margins"], records["y_margins"] = per_neuron("mx"), per_neuron("my")
     if "decoded" in record:
-        records["a_hat"], records["g_hat"] = per_neuron("rec_a"), per_neuron("rec_g")
+        records["a_hat"], records["g_hat"] = per_neuron("a"), per_neuron("g")
     if "state" in record:
         records["state"] = torch.from_numpy(np.stack(rec["S"]))  # L,B,H,D,N fixed frame
     settings = SimSettings(timesteps=spec["settings"]["timesteps"], coding=spec["settings"]["coding"],
@@ -264,6 +301,18 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
                               wall_s=time.perf_counter() - started)
     result.events = event_counts(stats, net, settings)
     return result
+
+
+def _one_blas_thread():
+    """Lava forks one OS process per Process; BLAS thread pools in each of them (OpenBLAS spins its
+    idle threads) oversubscribe the cores many times over. The forked processes inherit the limit."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it the run is only slower
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 # -- the backend entry point ----------------------------------------------------------------

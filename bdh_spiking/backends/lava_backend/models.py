@@ -23,7 +23,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from .processes import BDHLayer
+from .processes import BDHLayer, LogitSink, record_shapes
 
 LN_EPS = 1e-5  # torch.nn.functional.layer_norm's default, as in the dense model
 
@@ -50,7 +50,7 @@ def neuron_step(v: np.ndarray, current: np.ndarray, coding: str, max_spikes: int
         return v - s, s, margin
     if coding == "graded":
         s = np.maximum(v, 0.0)
-        return np.zeros_like(v), s, np.full_like(v, np.inf)
+        return np.zeros_like(v), s, np.abs(v)  # the graded boundary is 0 (silent <-> sending)
     raise ValueError(f"unknown coding {coding!r}")
 
 
@@ -84,13 +84,6 @@ class PyBDHLayerModelFloat(PyLoihiProcessModel):
     a_hat: np.ndarray = LavaPyType(np.ndarray, float)
     x_res: np.ndarray = LavaPyType(np.ndarray, float)
     S: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_x: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_y: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_stats: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_a: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_g: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_mx: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_my: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -110,6 +103,20 @@ class PyBDHLayerModelFloat(PyLoihiProcessModel):
         self.decay = float(p["decay"])
         self.record_decoded = bool(p["record_decoded"])
         self.record_margins = bool(p["record_margins"])
+        self.record_state = bool(p["record_state"])
+        self.record_path = str(p["record_path"])
+        self._rec = None
+
+    @property
+    def rec(self) -> dict:
+        """The record buffers, opened (memory-mapped, shared with the host) in the process that runs
+        this model."""
+        if self._rec is None:
+            B, H, N = self.v_x.shape
+            shapes = record_shapes(self.n_tokens, B, H, N, self.x_res.shape[1], self.record_decoded,
+                                   self.record_margins, self.record_state)
+            self._rec = {k: np.load(f"{self.record_path}{k}.npy", mmap_mode="r+") for k in shapes}
+        return self._rec
 
     # -- the schedule: which population this Lava timestep advances -----------------------
     def run_spk(self) -> None:
@@ -168,15 +175,15 @@ class PyBDHLayerModelFloat(PyLoihiProcessModel):
         self.v_y = np.full(self.v_y.shape, self.v0)
         self.cnt_y = np.zeros(self.cnt_y.shape)
         self.mrg_y = np.full(self.mrg_y.shape, np.inf)
-        cx = self.cnt_x
-        self.rec_x[t] = cx
-        self.rec_stats[t, :, 0] = self._spike_events(cx).sum(axis=(1, 2))
-        self.rec_stats[t, :, 2] = (cx > 0).sum(axis=(1, 2))
-        self.rec_stats[t, :, 4] = (q != 0).sum(axis=(1, 2))
+        cx, rec = self.cnt_x, self.rec
+        rec["x"][t] = cx
+        rec["stats"][t, :, 0] = self._spike_events(cx).sum(axis=(1, 2))
+        rec["stats"][t, :, 2] = (cx > 0).sum(axis=(1, 2))
+        rec["stats"][t, :, 4] = (q != 0).sum(axis=(1, 2))
         if self.record_decoded:
-            self.rec_a[t] = a_hat
+            rec["a"][t] = a_hat
         if self.record_margins:
-            self.rec_mx[t] = self.mrg_x
+            rec["mx"][t] = self.mrg_x
 
     # -- y counts -> gate -> decoder -> residual with its LayerNorms ---------------------------
     def _finish(self, t):
@@ -184,13 +191,46 @@ class PyBDHLayerModelFloat(PyLoihiProcessModel):
         g = decoded if self.gain else self.a_hat * decoded
         m = g.reshape(self.B, -1) @ self.decoder
         x_new = layer_norm(self.x_res + layer_norm(m))
-        cy = self.cnt_y
-        self.rec_y[t] = cy
-        self.rec_stats[t, :, 1] = self._spike_events(cy).sum(axis=(1, 2))
-        self.rec_stats[t, :, 3] = (cy > 0).sum(axis=(1, 2))
-        self.rec_stats[t, :, 5] = (g != 0).sum(axis=(1, 2))
+        cy, rec = self.cnt_y, self.rec
+        rec["y"][t] = cy
+        rec["stats"][t, :, 1] = self._spike_events(cy).sum(axis=(1, 2))
+        rec["stats"][t, :, 3] = (cy > 0).sum(axis=(1, 2))
+        rec["stats"][t, :, 5] = (g != 0).sum(axis=(1, 2))
         if self.record_decoded:
-            self.rec_g[t] = g
+            rec["g"][t] = g
         if self.record_margins:
-            self.rec_my[t] = self.mrg_y
+            rec["my"][t] = self.mrg_y
+        if t == self.n_tokens - 1:
+            if self.record_state:
+                rec["S"][...] = self.S
+            for buf in rec.values():
+                buf.flush()
         return x_new
+
+
+@implements(proc=LogitSink, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLogitSinkModelFloat(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    last: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.path = str(p["path"])
+        self.first_step = int(p["first_step"])
+        self.period = int(p["period"])
+        self.n_tokens = int(p["n_tokens"])
+        self._buf = None
+
+    def run_spk(self) -> None:
+        self.last = self.a_in.recv()
+        rel = self.time_step - self.first_step
+        if rel >= 0 and rel % self.period == 0 and rel // self.period < self.n_tokens:
+            if self._buf is None:
+                self._buf = np.load(self.path, mmap_mode="r+")
+            t = rel // self.period
+            self._buf[t] = self.last
+            if t == self.n_tokens - 1:
+                self._buf.flush()

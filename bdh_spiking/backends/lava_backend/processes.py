@@ -32,21 +32,22 @@ class BDHLayer(AbstractProcess):
     Scalars (proc_params): batch, timesteps, coding, max_spikes, v_init, gating, offset (the
     Lava timestep at which token 0's input arrives), period (timesteps per token),
     n_tokens, normalize_input (layer 0: LayerNorm of the embedding), freeze_after,
-    reset_every, decay, record flags.
+    reset_every, decay, record_path (prefix of the host-shared record files) and record flags.
     """
 
     def __init__(self, *, w_x: np.ndarray, w_y: np.ndarray, theta_x: np.ndarray, theta_y: np.ndarray,
                  decoder: np.ndarray, cos: np.ndarray, sin: np.ndarray, batch: int, timesteps: int,
                  coding: str, max_spikes: int, v_init: float, gating: str, offset: int, period: int,
                  n_tokens: int, normalize_input: bool, freeze_after: int = -1, reset_every: int = 0,
-                 decay: float = 1.0, record_decoded: bool = False, record_margins: bool = False,
-                 name: str | None = None) -> None:
+                 decay: float = 1.0, record_path: str = "", record_decoded: bool = False,
+                 record_margins: bool = False, record_state: bool = False, name: str | None = None) -> None:
         super().__init__(batch=batch, timesteps=timesteps, coding=coding, max_spikes=max_spikes,
                          v_init=v_init, gating=gating, offset=offset, period=period, n_tokens=n_tokens,
                          normalize_input=normalize_input, freeze_after=freeze_after, reset_every=reset_every,
-                         decay=decay, record_decoded=record_decoded, record_margins=record_margins, name=name)
+                         decay=decay, record_path=record_path, record_decoded=record_decoded,
+                         record_margins=record_margins, record_state=record_state, name=name)
         H, D, N = w_y.shape
-        B, n = batch, n_tokens
+        B = batch
         pop = (B, H, N)
         v0 = 0.0 if coding == "graded" else float(v_init)
         # interface: the graded residual stream in and out
@@ -73,13 +74,35 @@ class BDHLayer(AbstractProcess):
         self.x_res = Var(shape=(B, D), init=0.0)
         # plastic synapses (fixed frame), one D x N matrix per head and sequence
         self.S = Var(shape=(B, H, D, N), init=0.0)
-        # per-token records, read back with Var.get() after the run
-        self.rec_x = Var(shape=(n, B, H, N), init=0.0)
-        self.rec_y = Var(shape=(n, B, H, N), init=0.0)
-        self.rec_stats = Var(shape=(n, B, N_STATS), init=0.0)
-        rshape = (n, B, H, N) if record_decoded else (1,)
-        self.rec_a = Var(shape=rshape, init=0.0)
-        self.rec_g = Var(shape=rshape, init=0.0)
-        mshape = (n, B, H, N) if record_margins else (1,)
-        self.rec_mx = Var(shape=mshape, init=np.inf)
-        self.rec_my = Var(shape=mshape, init=np.inf)
+        # per-token records (counts, event statistics, optionally decoded activity and margins) and
+        # the final plastic state leave through host-shared buffers, see models.RecordFiles
+
+
+class LogitSink(AbstractProcess):
+    """Receives the logits stream (B*V,) and keeps the values of the timesteps that carry a token's
+    logits (``first_step + t*period``), writing them to a host-shared buffer (``path``).
+
+    Lava's own lava.proc.io.sink.RingBuffer does the receiving part the same way, but reading its
+    buffer back with Var.get() moves one value per message in Lava 0.10 (measured ~20 us a value:
+    2.7 s for the 137k values of 64 tokens of the default model), so the sink is a process of ours.
+    """
+
+    def __init__(self, *, size: int, path: str, first_step: int, period: int, n_tokens: int,
+                 name: str | None = None) -> None:
+        super().__init__(size=size, path=path, first_step=first_step, period=period, n_tokens=n_tokens, name=name)
+        self.a_in = InPort(shape=(size,))
+        self.last = Var(shape=(size,), init=0.0)
+
+
+def record_shapes(n_tokens: int, batch: int, heads: int, neurons: int, dim: int, decoded: bool = False,
+                  margins: bool = False, state: bool = False) -> dict:
+    """The host-shared record buffers of one BDHLayer: name -> shape (float64 .npy files)."""
+    pop = (n_tokens, batch, heads, neurons)
+    shapes = {"x": pop, "y": pop, "stats": (n_tokens, batch, N_STATS)}
+    if decoded:
+        shapes.update(a=pop, g=pop)
+    if margins:
+        shapes.update(mx=pop, my=pop)
+    if state:
+        shapes["S"] = (batch, heads, dim, neurons)
+    return shapes

@@ -1,0 +1,324 @@
+"""Library-independent torch layers and runner shared by the snnTorch and Norse backends
+(docs/backends.md, "snnTorch" and "Norse").
+
+Neither library has plastic synapses of this kind, LayerNorm or gating, so these are ours, small
+``nn.Module`` layers in plain torch: ``StaticSynapse`` (the folded encoders), ``HebbianSynapse``
+(event-driven fixed-frame plastic synapses), ``LayerNorm``, ``Gate``, ``ResidualDecoder`` and
+``SpikingBDHLayer`` (one layer, its two populations built by the backend). Also shared:
+``Population``, the base of the backends' layer-synchronous neuron populations (settings and
+the margin to a firing boundary; the library neuron itself is the backend's), and
+``simulate_with``, the chunked token loop, event statistics, records and result assembly, into
+which each backend plugs its population class.
+
+This module imports neither snnTorch nor Norse, so each backend stays importable without the
+other library.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..semantics import (Plasticity, SimSettings, decode, fold_weights, layer_norm, oscillator_cos_sin,
+                         oscillator_payload)
+from .base import EVENT_KEYS, SimulationResult, event_counts
+
+RECORDABLE = ("counts", "margins", "decoded", "state")
+
+
+# -- populations --------------------------------------------------------------------------------
+class Population(nn.Module):
+    """Base of a layer-synchronous population: constant current for T steps from v = v_init.
+
+    A backend subclass builds its library neuron and defines ``forward(current, margins=False)
+    -> (counts, margins)``: the counts (spikes, or graded payload summed over the steps) and, if
+    asked, the smallest ``distance`` of the integrated (pre-reset) membrane to a firing boundary
+    over the steps (as the reference's margins), else None.
+    """
+
+    def __init__(self, settings: SimSettings, v_init: float):
+        super().__init__()
+        self.coding = settings.coding
+        self.timesteps = settings.timesteps
+        self.max_spikes = settings.max_spikes
+        self.v_init = 0.0 if self.coding == "graded" else float(v_init)
+
+    def distance(self, v: torch.Tensor) -> torch.Tensor:
+        """Distance of the integrated membrane v to the nearest firing boundary of the coding."""
+        if self.coding == "rate":
+            return (v - 1.0).abs()
+        if self.coding == "multispike":
+            return (v - torch.clamp(torch.round(v), min=1.0, max=float(self.max_spikes))).abs()
+        return v.abs()  # graded: the boundary between silent and sending is 0
+
+    def release(self):
+        """Frees what the library keeps of this population after a run (nothing by default)."""
+
+
+PopulationFactory = Callable[[SimSettings, float], Population]
+
+
+# -- graded layers ------------------------------------------------------------------------------
+class LayerNorm(nn.Module):
+    """LayerNorm without affine parameters over the last axis (semantics.layer_norm)."""
+
+    def forward(self, x):
+        return layer_norm(x)
+
+
+class StaticSynapse(nn.Module):
+    """Dense static projection of graded inputs onto a population, per head:
+    (..., D) -> (..., H, N) for the encoder, (..., H, D) -> (..., H, N) for the value encoder."""
+
+    def __init__(self, weight: torch.Tensor, per_head_input: bool):
+        super().__init__()
+        self.register_buffer("weight", weight)  # H,D,N (folded: E / theta)
+        self.spec = "...hd,hdn->...hn" if per_head_input else "...d,hdn->...hn"
+
+    def forward(self, x):
+        return torch.einsum(self.spec, x, self.weight)
+
+
+class HebbianSynapse(nn.Module):
+    """Plastic x -> residual synapses in the fixed frame, event-driven.
+
+    State S is held column-major, ``S_cols[b, h, n, :]`` = column n of head h (the D synapses of
+    x neuron n), so a column is one contiguous row. Only the columns whose payload q != 0 are
+    read (a sparse-dense product over the active payloads only) for the readout ``u = S q`` and
+    written (index_add of the active rows) by the write
+    ``S += x ⊗ q``; the write adds exactly the products x_d * q_n the dense update adds.
+    """
+
+    def __init__(self, batch: int, heads: int, dim: int, neurons: int, device, dtype):
+        super().__init__()
+        self.shape = (batch, heads, neurons, dim)
+        self.register_buffer("S_cols", torch.zeros(self.shape, device=device, dtype=dtype))
+
+    def reset(self):
+        self.S_cols.zero_()
+
+    def decay(self, factor: float):
+        self.S_cols.mul_(factor)  # a global per-token leak of every synapse, not event-driven
+
+    def active_columns(self, q: torch.Tensor):
+        """(rows into the flattened columns, their b*H + h, their b, their payloads) of the q != 0 columns."""
+        B, H, N, _ = self.shape
+        b, h, n = torch.nonzero(q, as_tuple=True)
+        bh = b * H + h
+        return bh * N + n, bh, b, q[b, h, n]
+
+    def read(self, q: torch.Tensor, active=None) -> torch.Tensor:
+        """u[b, h] = sum over active columns n of S[b, h, :, n] q[b, h, n]  (q: B,H,N -> u: B,H,D)."""
+        B, H, N, D = self.shape
+        rows, bh, _, qv = active if active is not None else self.active_columns(q)
+        # the active payloads as a sparse (B*H) x (B*H*N) matrix: only their columns are touched
+        events = torch.sparse_coo_tensor(torch.stack((bh, rows)), qv, (B * H, B * H * N), is_coalesced=True,
+                                         check_invariants=False)
+        return torch.sparse.mm(events, self.S_cols.view(-1, D)).view(B, H, D)
+
+    def write(self, x: torch.Tensor, q: torch.Tensor, active=None):
+        """S[b, h, :, n] += x[b] q[b, h, n] for the active columns (x: B,D)."""
+        D = self.shape[-1]
+        rows, _, b, qv = active if active is not None else self.active_columns(q)
+        self.S_cols.view(-1, D).index_add_(0, rows, x[b] * qv[:, None])
+
+    def state(self) -> torch.Tensor:
+        return self.S_cols.transpose(-1, -2)  # B,H,D,N (the fixed-frame layout of the IR)
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor, t0: int, plasticity: Plasticity) -> torch.Tensor:
+        """Tokens t0, t0+1, ... in order (x: B,Tc,D; q: B,Tc,H,N): switches, read, then write."""
+        u = torch.empty(*q.shape[:-1], self.shape[-1], device=q.device, dtype=self.S_cols.dtype)
+        for i in range(q.shape[1]):
+            t = t0 + i
+            if plasticity.resets(t):
+                self.reset()
+            elif t > 0 and plasticity.decay != 1.0:
+                self.decay(plasticity.decay)
+            qt = q[:, i]
+            active = self.active_columns(qt)
+            u[:, i] = self.read(qt, active)  # a token never reads its own write
+            if plasticity.writes(t):
+                self.write(x[:, i], qt, active)
+        return u
+
+
+class Gate(nn.Module):
+    """Gain gating: y current = a_hat * z, output = decoded y. Product gating: current = z,
+    output = a_hat * decoded y (the product node)."""
+
+    def __init__(self, gating: str):
+        super().__init__()
+        self.gating = gating
+
+    def current(self, z, a_hat):
+        return a_hat * z if self.gating == "gain" else z
+
+    def forward(self, decoded, a_hat):
+        return decoded if self.gating == "gain" else a_hat * decoded
+
+
+class ResidualDecoder(nn.Module):
+    """m = g (head-major, HN) @ Dec; x' = LN(x + LN(m))."""
+
+    def __init__(self, decoder: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", decoder)
+        self.norm = LayerNorm()
+
+    def forward(self, x, g):
+        m = g.reshape(*g.shape[:-2], -1) @ self.weight
+        return self.norm(x + self.norm(m))
+
+
+class SpikingBDHLayer(nn.Module):
+    """One layer: x population, oscillator payload, plastic synapses, y population, decoder.
+
+    Runs a chunk of consecutive tokens (B,Tc,D) layer-synchronously: every population of every
+    token of the chunk is stepped T times at once (its currents depend only on that token's
+    layer input), the plastic synapses token by token in order (read, then write). The x and y
+    populations are built by ``population(settings, v_init)``, the backend's library neurons.
+    """
+
+    def __init__(self, w: dict, layer: int, net, settings: SimSettings, batch: int, device, dtype,
+                 population: PopulationFactory):
+        super().__init__()
+        d = net.dims
+        self.settings = settings
+        self.encoder = StaticSynapse(w["W_x"][layer], per_head_input=False)
+        self.encoder_v = StaticSynapse(w["W_y"][layer], per_head_input=True)
+        self.register_buffer("theta_x", w["theta_x"][layer])
+        self.register_buffer("theta_y", w["theta_y"][layer])
+        self.x_neurons = population(settings, net.v_init)
+        self.y_neurons = population(settings, net.v_init)
+        self.hebbian = HebbianSynapse(batch, d["H"], d["D"], d["N"], device, dtype)
+        self.attn_norm = LayerNorm()
+        self.gate = Gate(net.gating)
+        self.decoder = ResidualDecoder(w["decoder"])
+
+    def forward(self, x, cos, sin, t0: int, plasticity: Plasticity, margins: bool = False):
+        T = self.settings.timesteps
+        cx, mx = self.x_neurons(self.encoder(x), margins)  # B,Tc,H,N
+        a_hat = decode(cx, self.theta_x, T)
+        q = oscillator_payload(a_hat, cos[:, None, :], sin[:, None, :])  # pair phases of each token
+        u = self.hebbian(x, q, t0, plasticity)  # B,Tc,H,D
+        z = self.encoder_v(self.attn_norm(u))
+        cy, my = self.y_neurons(self.gate.current(z, a_hat), margins)
+        g = self.gate(decode(cy, self.theta_y, T), a_hat)
+        return self.decoder(x, g), (cx, cy, mx, my, a_hat, q, g)
+
+
+# -- the run ------------------------------------------------------------------------------------
+def _spike_events(counts, settings):
+    # graded coding: one graded spike per step while the current is positive
+    return (counts > 0).to(counts.dtype) * settings.timesteps if settings.coding == "graded" else counts
+
+
+def _accumulate(stats, where, settings, cx, cy, q, g):
+    """Per-token event statistics (as the reference's), summed over heads and neurons and layers."""
+    dims = (-2, -1)
+    stats["x_spikes"][where] += _spike_events(cx, settings).sum(dims).double().cpu()
+    stats["y_spikes"][where] += _spike_events(cy, settings).sum(dims).double().cpu()
+    stats["x_active"][where] += (cx > 0).sum(dims).double().cpu()
+    stats["y_active"][where] += (cy > 0).sum(dims).double().cpu()
+    stats["active_columns"][where] += (q != 0).sum(dims).double().cpu()
+    stats["g_nonzero"][where] += (g != 0).sum(dims).double().cpu()
+
+
+def _check_record(record):
+    keys = set(record)
+    unknown = keys - set(RECORDABLE)
+    if unknown:
+        raise ConfigError(f"cannot record {sorted(unknown)}: choose from {', '.join(RECORDABLE)}")
+    return keys
+
+
+def _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, stats, rec, logits, progress):
+    T = ids.shape[1]
+    device = ids.device
+    margins = "margins" in keys
+    with torch.no_grad():
+        for t0 in tqdm(range(0, T, chunk), desc=name, disable=not progress, leave=False):
+            t1 = min(T, t0 + chunk)
+            where = (slice(None), slice(t0, t1))
+            cos, sin = oscillator_cos_sin(w["freqs"], torch.arange(t0, t1, device=device))  # Tc,N
+            x = embed_norm(w["embed"][ids[:, t0:t1]])  # B,Tc,D
+            for layer, block in enumerate(layers):
+                x, (cx, cy, mx, my, a_hat, q, g) = block(x, cos, sin, t0, plasticity, margins)
+                _accumulate(stats, where, settings, cx, cy, q, g)
+                if "counts" in keys:
+                    rec["x_counts"][(*where, layer)] = cx.cpu()
+                    rec["y_counts"][(*where, layer)] = cy.cpu()
+                if margins:
+                    rec["x_margins"][(*where, layer)] = mx.cpu()
+                    rec["y_margins"][(*where, layer)] = my.cpu()
+                if "decoded" in keys:
+                    rec["a_hat"][(*where, layer)] = a_hat.cpu()
+                    rec["g_hat"][(*where, layer)] = g.cpu()
+            logits[:, t0:t1] = x @ w["lm_head"]
+        if "state" in keys:
+            rec["state"] = torch.stack([block.hebbian.state() for block in layers]).cpu()  # L,B,H,D,N
+
+
+def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings, *, name: str, library: str,
+                  check: Optional[Callable] = None, device="cpu", record=(), plasticity=None, dtype=torch.float64,
+                  progress: bool = False, chunk: int = 64, **options) -> SimulationResult:
+    """Runs the network on ids (B, T) with the populations built by ``population(settings, v_init)``.
+
+    name: the backend's name (errors, progress bar, result); library: "<library> <version>" for
+    the result's settings; check(net, settings): the backend's own checks, raising ConfigError,
+    after the common ones. chunk: tokens whose populations are stepped together (1 = strictly
+    token by token; any value gives the same counts). Every population is released after the run.
+    """
+    if options:
+        raise ConfigError(f"the {name} backend takes no options {sorted(options)} (only chunk)")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk must be an integer >= 1, got {chunk!r}")
+    if settings.mode != "discrete":
+        raise ConfigError(f"the {name} backend runs mode 'discrete' (got {settings.mode!r})")
+    if check is not None:
+        check(net, settings)
+    keys = _check_record(record)
+    started = time.perf_counter()
+    device = torch.device(device)
+    plasticity = plasticity or Plasticity()
+    ids = torch.as_tensor(ids, dtype=torch.int64).to(device)
+    B, T = ids.shape
+    d = net.dims
+    L, H, N = d["L"], d["H"], d["N"]
+    w = fold_weights(net, device, dtype)
+    layers = [SpikingBDHLayer(w, layer, net, settings, B, device, dtype, population).to(device)
+              for layer in range(L)]
+    embed_norm = LayerNorm()
+
+    stats = {k: torch.zeros(B, T, dtype=torch.float64) for k in EVENT_KEYS}
+    shape = (B, T, L, H, N)
+    rec = {}
+    if "counts" in keys:
+        rec["x_counts"], rec["y_counts"] = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+    if "margins" in keys:
+        rec["x_margins"], rec["y_margins"] = (torch.full(shape, math.inf, dtype=dtype),
+                                              torch.full(shape, math.inf, dtype=dtype))
+    if "decoded" in keys:
+        rec["a_hat"], rec["g_hat"] = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+    logits = torch.empty(B, T, d["V"], device=device, dtype=dtype)
+
+    try:
+        _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, stats, rec, logits, progress)
+    finally:
+        for block in layers:
+            block.x_neurons.release()
+            block.y_neurons.release()
+
+    run_settings = {"timesteps": settings.timesteps, "coding": settings.coding, "max_spikes": settings.max_spikes,
+                    "mode": settings.mode, "gating": net.gating, "dtype": str(dtype).replace("torch.", ""),
+                    "device": str(device), "chunk": chunk, "library": library}
+    result = SimulationResult(logits=logits, stats=stats, records=rec, backend=name, settings=run_settings,
+                              wall_s=time.perf_counter() - started)
+    result.events = event_counts(stats, net, settings)
+    return result
