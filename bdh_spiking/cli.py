@@ -134,10 +134,16 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="reference",
                    help=f"NAME[,NAME...] or 'all'; valid: {', '.join(backend_names())}")
     p.add_argument("--mode", choices=["discrete", "fixed-point", "biophysical"], default="discrete")
-    p.add_argument("--coding", choices=["graded", "rate", "multispike"], default="rate")
+    p.add_argument("--coding", choices=["graded", "rate", "multispike"], default="multispike",
+                   help="graded spikes, binary rate coding, or up to --max-spikes spikes per step (default)")
     p.add_argument("--max-spikes", type=positive_int, default=4, help="multispike: spikes per neuron per step")
     p.add_argument("--gating", choices=["gain", "product"], default=None,
-                   help="fixed at conversion (default gain)")
+                   help="fixed at conversion (default product: more accurate; gain: about half the spikes)")
+    p.add_argument("--threshold", choices=["mse", "max", "quantile"], default=None,
+                   help="threshold statistic, fixed at conversion (default mse: per neuron, the threshold "
+                        "minimising the expected decoding error at --design-T steps with --max-spikes)")
+    p.add_argument("--quantile", type=float, default=0.999, help="with --threshold quantile")
+    p.add_argument("--design-T", type=positive_int, default=16, help="with --threshold mse")
     p.add_argument("-T", "--timesteps", type=positive_int, default=8, help="timesteps per token")
     p.add_argument("--text", default=None, help="evaluation text (default: the shipped held-out sample)")
     p.add_argument("--calibration", default=None, help="calibration text (default: the shipped sample)")
@@ -163,9 +169,9 @@ def prepare_network(args):
 
     torch.manual_seed(args.seed)
     if args.load:
-        if args.checkpoint or args.calibration or args.gating:
-            raise ConfigError("--load takes a converted network: checkpoint, --calibration and --gating "
-                              "were fixed when it was converted")
+        if args.checkpoint or args.calibration or args.gating or args.threshold:
+            raise ConfigError("--load takes a converted network: checkpoint, --calibration, --gating and "
+                              "--threshold were fixed when it was converted")
         net = SpikingNetwork.load(args.load)
         model = dense_model(net)
         _log(f"loaded network {args.load} (gating {net.gating}, calibrated on {net.calibration.get('text')})")
@@ -178,7 +184,9 @@ def prepare_network(args):
         from pathlib import Path
 
         calibration = Path(args.calibration) if args.calibration else None
-        net = convert(model, gating=args.gating or "gain", calibration=calibration, seed=args.seed,
+        net = convert(model, gating=args.gating or "product", calibration=calibration, seed=args.seed,
+                      statistic=args.threshold or "mse", quantile=args.quantile, design_T=args.design_T,
+                      design_max_spikes=args.max_spikes,
                       progress=True)
         _log(f"converted in {net.provenance['conversion_seconds']:.2f} s "
              f"(calibration: {net.calibration['text']}, {net.calibration['bytes']} bytes)")
@@ -213,6 +221,12 @@ def convert_parser() -> argparse.ArgumentParser:
                    help="also print the energy-per-token table (bdh-energy) for the last T")
     p.add_argument("--profile", default=None, metavar="NAME|all|FILE",
                    help="hardware profile(s) for --energy: NAME[,NAME...], 'all' (default) or a .toml file")
+    p.add_argument("--hardware-fit", default=None, metavar="PROFILE|all",
+                   help="print the cores/chips the network needs on these profiles (bdh_spiking.hardware_fit); "
+                        "printed for loihi2 whenever --backend includes lava")
+    p.add_argument("--export-nir", metavar="FILE", default=None,
+                   help="also write the parts of the network NIR can express as a NIR graph (HDF5; needs "
+                        "pip install 'bdh-spiking[nir]'); what NIR cannot hold is listed on stderr and in the file")
     return p
 
 
@@ -232,16 +246,36 @@ def convert_main(argv=None):
         from .energy import parse_profiles
 
         energy_profiles = parse_profiles(args.profile or "all")
+    if args.export_nir:  # a missing nir fails before the runs
+        from .nir_export import _import_nir
+
+        _import_nir()
     model, net, ids, text_name = prepare_network(args)
     timesteps = args.sweep_T or [args.timesteps]
     from .semantics import SimSettings
 
     for T in timesteps:
         SimSettings(timesteps=T, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode).validate()
+    if args.mode == "fixed-point":
+        from .conversion.quantize import describe, ensure_quantized, is_quantized, quantize
+
+        net = ensure_quantized(net)[0] if is_quantized(net) else quantize(net)
+        _log(f"quantized: {describe(net)}")
+    fit_spec = args.hardware_fit or ("loihi2" if "lava" in backends else None)
+    if fit_spec:  # bad profile names fail before the runs
+        from .hardware_fit import fit_all, parse_fit_profiles, table
+
+        fit_profiles = parse_fit_profiles(fit_spec)
     report = compare(model, net, ids, backends=backends, timesteps=timesteps, codings=[args.coding],
                      include_graded=not args.no_graded, mode=args.mode, max_spikes=args.max_spikes,
                      device=device, dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=_log)
     print(report.table())
+    if report.meta.get("pairwise"):  # more than one backend ran
+        print()
+        print(report.pairwise_table())
+    if fit_spec:
+        print()
+        print(table(fit_all(net, fit_profiles)))
     if energy_profiles is not None:
         from .energy import estimate
 
@@ -256,6 +290,13 @@ def convert_main(argv=None):
                         max_spikes=args.max_spikes, device=device, seed=args.seed)
         print(f"\n--- sampled from the spiking network (reference, {args.coding}, T={timesteps[-1]}) ---")
         print(text)
+    if args.export_nir:
+        from .nir_export import export_nir, format_lost
+
+        info = export_nir(net, args.export_nir, timesteps=timesteps[-1])
+        _log(f"wrote NIR graph {args.export_nir} ({info['bytes']:,} bytes; nodes "
+             f"{', '.join(f'{k} {v}' for k, v in sorted(info['nodes'].items()))}; T = {timesteps[-1]})")
+        _log(format_lost(info["lost"]))
     if args.save:
         net.save(args.save)
         _log(f"wrote network {args.save}")

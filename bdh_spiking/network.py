@@ -103,7 +103,7 @@ class SpikingNetwork:
 
     config: dict
     arrays: dict
-    gating: str = "gain"
+    gating: str = "product"
     v_init: float = 0.5  # initial membrane potential of IF neurons, in units of the threshold
     calibration: dict = dataclasses.field(default_factory=dict)
     provenance: dict = dataclasses.field(default_factory=dict)

@@ -142,6 +142,36 @@ def spike_differences(ref, other) -> dict:
     return diffs
 
 
+# Backends that run on the CPU only: compare runs them on the CPU when a CUDA device is asked for.
+CPU_ONLY_BACKENDS = ("lava", "brian2")
+
+
+def _pair_counts(result) -> dict:
+    """The x and y counts of one run, kept (on the CPU) for the pairwise comparison: integer dtype
+    for spike counts (exact, smaller), float64 for graded payloads."""
+    graded = result.settings.get("coding") == "graded"
+    out = {}
+    for pop in ("x", "y"):
+        c = result.records[f"{pop}_counts"].detach().cpu()
+        out[pop] = c.double() if graded else c.round().to(torch.int32)
+    return out
+
+
+def pair_differences(a: dict, b: dict, ref, graded: bool) -> dict:
+    """Count differences between two runs' ``_pair_counts``; ties judged by the reference margins
+    (as spike_differences)."""
+    out = {"max_spike_count_diff": 0.0, "differing": 0, "near_threshold_ties": 0}
+    for pop in ("x", "y"):
+        ca, cb = a[pop].double(), b[pop].double()
+        delta = (ca - cb).abs()
+        differ = delta > (GRADED_RTOL * torch.clamp(torch.maximum(ca.abs(), cb.abs()), min=1.0) if graded else 0.0)
+        out["max_spike_count_diff"] = max(out["max_spike_count_diff"], float(delta.max()) if delta.numel() else 0.0)
+        out["differing"] += int(differ.sum())
+        out["near_threshold_ties"] += int((differ & (ref.records[f"{pop}_margins"].cpu() < TIE_EPS)).sum())
+    out["non_tie_differences"] = out["differing"] - out["near_threshold_ties"]
+    return out
+
+
 @dataclasses.dataclass
 class Report:
     meta: dict
@@ -165,6 +195,8 @@ class Report:
                 ("syn ev/tok", "synaptic_events_per_token", "{:,.0f}"), ("tok/s", "tokens_per_s", "{:,.0f}"),
                 ("max|dcount| vs ref", "max_spike_count_diff_vs_reference", "{:.0f}"),
                 ("ties", "near_threshold_ties", "{}")]
+        if any("saturations_total" in run for run in self.runs):
+            cols.append(("saturations", "saturations_total", "{:,}"))
         rows = [[h for h, _, _ in cols]]
         for run in self.runs:
             rows.append([fmt.format(run[k]).replace("%", "") if k in run and run[k] is not None else "-"
@@ -177,6 +209,26 @@ class Report:
                 f"{m['text']['sequences']} x {m['text']['seq_len']})  |  calibration: {m['calibration'].get('text')}"
                 f"  |  gating: {m['gating']}")
         return head + "\n" + "\n".join(lines)
+
+    def pairwise_table(self) -> str:
+        """Maximum spike-count difference between each pair of backends run with the same coding
+        and T (from meta['pairwise']); '' when fewer than two backends ran."""
+        pairs = self.meta.get("pairwise") or []
+        if not pairs:
+            return ""
+        order = {}
+        for p in pairs:
+            order.setdefault((p["coding"], p["timesteps"]), len(order))
+        pairs = sorted(pairs, key=lambda p: order[(p["coding"], p["timesteps"])])  # stable: backend order kept
+        head = ["coding", "T", "backend a", "backend b", "max|dcount|", "differing", "ties", "non-tie"]
+        rows = [head] + [[p["coding"], str(p["timesteps"]), p["a"], p["b"], f"{p['max_spike_count_diff']:.4g}",
+                          f"{p['differing']:,}", f"{p['near_threshold_ties']:,}", f"{p['non_tie_differences']:,}"]
+                         for p in pairs]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return ("spike counts, backend against backend (per neuron per token; ties judged by the reference "
+                f"run's margins, eps {self.meta.get('tie_eps', TIE_EPS):g}):\n" + "\n".join(lines))
 
     def plot(self, out_dir: str | Path) -> list:
         """Fidelity vs T (when several T were run) and firing per run; returns the files written."""
@@ -244,7 +296,7 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codings=("rate",),
+def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codings=("multispike",),
             include_graded: bool = True, mode: str = "discrete", max_spikes: int = 4, device="cpu",
             dtype=torch.float64, text_name: str = "token ids", seed: int = 0, progress: bool = False,
             backend_options: dict | None = None, log=None) -> Report:
@@ -265,25 +317,45 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
                                                               if not (c == "graded" and T == 1 and include_graded)]
     runs, ref_results = [], {}
     record = ("counts", "margins", "decoded", "state")
+    # several backends: each run's counts are kept (in memory only) to compare every pair of backends
+    pairwise, pair_counts = ([], {}) if len(backends) > 1 else (None, None)
     for backend in ["reference"] + [b for b in backends if b != "reference"]:
         for coding, T in configs:
             if log:
                 log(f"running {backend}: coding={coding} T={T} mode={mode}")
             opts = (backend_options or {}).get(backend, {})
-            result = simulate(net, ids, backend=backend, timesteps=T, coding=coding, mode=mode, device=device,
+            run_device = device
+            if backend in CPU_ONLY_BACKENDS and str(device).startswith("cuda"):
+                run_device = "cpu"
+                if log:
+                    log(f"{backend} runs on the CPU only: running it on cpu (device {device} asked for)")
+            result = simulate(net, ids, backend=backend, timesteps=T, coding=coding, mode=mode, device=run_device,
                               record=record, max_spikes=max_spikes, dtype=dtype, progress=progress, **opts)
             run = {"backend": backend, "mode": mode, "coding": coding, "gating": net.gating, "timesteps": T,
                    "max_spikes": max_spikes if coding == "multispike" else None, "tokens": result.tokens,
                    "wall_s": result.wall_s, "tokens_per_s": result.tokens / max(result.wall_s, 1e-12),
-                   "device": str(result.settings.get("device", device)), "dtype": result.settings.get("dtype")}
+                   "device": str(result.settings.get("device", run_device)), "dtype": result.settings.get("dtype")}
+            if run_device is not device:
+                run["device_note"] = f"{device} asked for; the {backend} backend runs on the CPU only"
             run.update(fidelity(dense, result, ids))
             run.update(firing(result, net))
+            if "saturations" in result.events:  # mode 'fixed-point': every clamp, counted per kind
+                run["saturations"] = dict(result.events["saturations"])
+                run["saturations_total"] = result.events["saturations_total"]
+                run["quantization"] = result.settings.get("quantization")
             if backend == "reference":
                 ref_results[(coding, T)] = result
             else:
                 run.update(spike_differences(ref_results[(coding, T)], result))
             if backend in backends:
                 runs.append(run)
+                if pairwise is not None:
+                    counts, earlier = _pair_counts(result), pair_counts.setdefault((coding, T), {})
+                    for other, other_counts in earlier.items():
+                        pairwise.append({"coding": coding, "timesteps": T, "a": other, "b": backend,
+                                         **pair_differences(other_counts, counts, ref_results[(coding, T)],
+                                                            coding == "graded")})
+                    earlier[backend] = counts
     meta = {
         "bdh_spiking_version": __version__,
         "torch": torch.__version__,
@@ -299,4 +371,6 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
         "dense": {"ce": _ce(dense.logits, ids), "wall_s": dense.wall_s},
         "tie_eps": TIE_EPS,
     }
+    if pairwise is not None:
+        meta["pairwise"] = pairwise
     return Report(meta, runs)

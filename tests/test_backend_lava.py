@@ -137,8 +137,8 @@ def test_saved_process_graph_rebuilds_with_identical_counts(model_factory, tmp_p
 def test_mode_device_and_option_errors(model_factory):
     net = small_net(model_factory, "gain", 1)
     ids = torch.tensor([[1, 2, 3]])
-    with pytest.raises(ConfigError, match="fixed-point.*not implemented yet"):
-        bs.simulate(net, ids, backend="lava", mode="fixed-point")
+    with pytest.raises(ConfigError, match="biophysical"):  # fixed-point: tests/test_fixed_point.py
+        bs.simulate(net, ids, backend="lava", mode="biophysical")
     mod = bs.backends.load_backend("lava")
     with pytest.raises(ConfigError, match="cpu"):
         mod.simulate(net, ids, SimSettings(), device=torch.device("cuda"))

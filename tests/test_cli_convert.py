@@ -30,7 +30,7 @@ def test_convert_end_to_end(run_cli, tmp_path, small_calibration):
     report = json.loads(out_json.read_text())
     assert report["meta"]["text"]["name"].startswith("shipped:heldout")
     assert report["meta"]["calibration"]["text"] == str(small_calibration)
-    assert [(r["coding"], r["timesteps"]) for r in report["runs"]] == [("graded", 1), ("rate", 2), ("rate", 4)]
+    assert [(r["coding"], r["timesteps"]) for r in report["runs"]] == [("graded", 1), ("multispike", 2), ("multispike", 4)]
     assert report["runs"][0]["top1_agreement"] == 1.0
     assert (plots / "fidelity_vs_T.png").stat().st_size > 1000
     assert "sampled from the spiking network" in stdout

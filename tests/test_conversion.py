@@ -89,10 +89,13 @@ def test_plastic_state_equals_dense_recurrent_state():
 @pytest.mark.parametrize("gating", ["gain", "product"])
 def test_rate_error_shrinks_with_T(seed, gating):
     model = random_model(seed)
-    net = bs.convert(model, gating=gating, calibration=random_bytes(seed, 2048))
+    # binary rate coding with per-neuron max thresholds: no clipping on calibration-like data,
+    # so the decoding error (and with it the logit error) falls as 1/T
+    net = bs.convert(model, gating=gating, calibration=random_bytes(seed, 2048), statistic="max")
     ids = random_bytes(seed + 100, 64).view(2, 32)
     dense = dense_logits(model, ids)
-    err = {T: float((bs.simulate(net, ids, timesteps=T).logits - dense).abs().mean()) for T in (4, 64)}
+    err = {T: float((bs.simulate(net, ids, timesteps=T, coding="rate").logits - dense).abs().mean())
+           for T in (4, 64)}
     assert err[64] < 0.35 * err[4]
 
 
@@ -307,3 +310,66 @@ def test_compare_report_schema(tmp_path):
     import json
 
     assert json.loads(path.read_text())["runs"][1]["timesteps"] == 2
+
+
+# -- error-minimising thresholds ------------------------------------------------------------
+def test_mse_thresholds_trade_resolution_against_clipping():
+    from bdh_spiking.conversion.calibration import (ActivationStats, HIST_BINS, expected_error, hist_centers,
+                                                    mse_thresholds)
+
+    centers = hist_centers()
+    # one neuron: 1000 values near 1.0 and a single outlier near 64 (a heavy tail)
+    hist = torch.zeros(1, 1, 1, HIST_BINS, dtype=torch.float64)
+    hist[..., int(torch.argmin((centers - 1.0).abs()))] = 1000
+    hist[..., int(torch.argmin((centers - 64.0).abs()))] = 1
+    top = torch.zeros(1, 1, 1, 4, dtype=torch.float64)
+    top[..., 0] = 64.0
+    stats = ActivationStats(top=top, active=torch.full((1, 1, 1), 1001), tokens=2000, hist=hist)
+    theta = mse_thresholds(stats, design_T=8, max_spikes=4, fallback=torch.ones(1, 1, 1))
+    # below the maximum: with 4 spikes per step the outlier is still mostly represented (4 theta),
+    # while the bulk gains resolution
+    assert 64.0 / 8 < float(theta) < 64.0 / 2
+
+    def total(t):
+        return float((expected_error(centers, torch.tensor(t, dtype=torch.float64), 8, 4) * hist.view(-1)).sum())
+
+    assert total(float(theta)) < total(64.0)
+    assert all(total(float(theta)) <= total(float(theta) * f) for f in (0.7, 0.85, 1.2, 1.5))
+    # a silent neuron keeps its fallback
+    silent = ActivationStats(top=torch.zeros(1, 1, 1, 4), active=torch.zeros(1, 1, 1), tokens=10,
+                             hist=torch.zeros(1, 1, 1, HIST_BINS, dtype=torch.float64))
+    assert float(mse_thresholds(silent, 8, 4, fallback=torch.full((1, 1, 1), 0.7, dtype=torch.float64))) == 0.7
+
+
+@pytest.mark.parametrize("gating", ["gain", "product"])
+def test_mse_thresholds_improve_multispike_fidelity(gating):
+    model = random_model(21)
+    calib = random_bytes(21, 4096)
+    ids = random_bytes(22, 128).view(2, 64)
+    dense = dense_logits(model, ids)
+    errors = {}
+    for statistic in ("max", "mse"):
+        net = bs.convert(model, gating=gating, calibration=calib, statistic=statistic, design_T=8, design_max_spikes=4)
+        assert net.calibration["statistic"] == statistic
+        out = bs.simulate(net, ids, timesteps=8, coding="multispike", max_spikes=4)
+        errors[statistic] = float((out.logits - dense).abs().mean())
+    assert errors["mse"] < errors["max"]
+
+
+def test_mse_threshold_search_equals_brute_force():
+    from bdh_spiking.conversion.calibration import (ActivationStats, HIST_BINS, expected_error, hist_centers,
+                                                    mse_thresholds)
+
+    g = torch.Generator().manual_seed(0)
+    hist = torch.zeros(2, 3, 5, HIST_BINS, dtype=torch.float64)
+    hist[..., 130:190] = torch.randint(0, 50, (2, 3, 5, 60), generator=g).double()
+    hist[..., 200] = torch.randint(0, 3, (2, 3, 5), generator=g).double()
+    centers = hist_centers()
+    top = torch.zeros(2, 3, 5, 4, dtype=torch.float64)
+    top[..., 0] = centers[200]
+    stats = ActivationStats(top=top, active=hist.sum(-1), tokens=5000, hist=hist)
+    fast = mse_thresholds(stats, design_T=16, max_spikes=2, fallback=torch.ones(2, 3, 5, dtype=torch.float64))
+    thetas = centers[200] * torch.pow(2.0, -torch.arange(64, dtype=torch.float64) / 8)
+    err = (expected_error(centers[None, :], thetas[:, None], 16, 2)[None, None, None] * hist[..., None, :]).sum(-1)
+    brute = thetas[err.argmin(-1)]
+    assert torch.allclose(fast, brute, rtol=1e-12)

@@ -70,7 +70,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(name)
 
 
-def simulate(net, token_ids, backend: str = "reference", timesteps: int = 8, coding: str = "rate",
+def simulate(net, token_ids, backend: str = "reference", timesteps: int = 8, coding: str = "multispike",
              mode: str = "discrete", device="cpu", record=(), plasticity=None, max_spikes: int = 4,
              dtype=torch.float64, progress: bool = False, **options):
     """Runs ``net`` on token ids (T,) or (B, T) and returns a SimulationResult:

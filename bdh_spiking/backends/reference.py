@@ -227,6 +227,11 @@ class _Recorder:
 
 def simulate(net, ids, settings, device="cpu", record=(), plasticity=None, dtype=torch.float64,
              progress=False, stepwise: bool = False, chunk: int = 64, mode_check: bool = True):
+    if settings.mode == "fixed-point":  # Loihi 2 integer semantics: a separate executor
+        from .fixed_point import simulate as simulate_fixed_point
+
+        return simulate_fixed_point(net, ids, settings, device=device, record=record, plasticity=plasticity,
+                                    progress=progress)
     if mode_check and settings.mode not in ("discrete",):
         from ..errors import ConfigError
 

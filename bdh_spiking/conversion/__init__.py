@@ -18,6 +18,7 @@ from ..text import read_bytes, shipped_text_path, to_ids
 from .calibration import collect_stats, thresholds
 
 GRANULARITIES = ("neuron", "head", "population")
+STATISTICS = ("max", "quantile", "mse")
 
 
 def _calibration_ids(calibration) -> tuple[torch.Tensor, str]:
@@ -32,8 +33,9 @@ def _calibration_ids(calibration) -> tuple[torch.Tensor, str]:
     return to_ids(read_bytes(calibration, what="calibration text")), str(calibration)
 
 
-def convert(model, gating: str = "gain", calibration=None, granularity: str = "neuron",
+def convert(model, gating: str = "product", calibration=None, granularity: str = "neuron",
             quantile: float = 1.0, v_init: float = 0.5, seq_len: int = 256, seed: int = 0,
+            statistic: str = "mse", design_T: int = 16, design_max_spikes: int = 4,
             progress: bool = False) -> SpikingNetwork:
     """Dense BDH -> SpikingNetwork.
 
@@ -41,13 +43,20 @@ def convert(model, gating: str = "gain", calibration=None, granularity: str = "n
     'product' (y neurons encode b; a product node multiplies decoded counts).
     calibration: bytes or str (the text itself), a pathlib.Path (a file), token ids, or None
     for the shipped calibration text.
-    granularity/quantile: threshold statistic (per neuron max by default, silent neurons
-    falling back to their head's value). v_init: initial membrane potential / threshold.
+    statistic: 'max' (per-neuron maximum on the calibration text), 'quantile' (that quantile of
+    each neuron's values), or 'mse' (per neuron, the threshold minimising the expected decoding
+    error at design_T timesteps with up to design_max_spikes spikes per step).
+    granularity: 'neuron' (silent neurons fall back to their head's value), 'head' or
+    'population'. v_init: initial membrane potential / threshold.
     """
     if gating not in GATINGS:
         raise ConfigError(f"unknown gating {gating!r}: use one of {', '.join(GATINGS)}")
     if granularity not in GRANULARITIES:
         raise ConfigError(f"unknown threshold granularity {granularity!r}: use one of {', '.join(GRANULARITIES)}")
+    if statistic not in STATISTICS:
+        raise ConfigError(f"unknown threshold statistic {statistic!r}: use one of {', '.join(STATISTICS)}")
+    if statistic != "quantile":
+        quantile = 1.0
     if not 0.0 < quantile <= 1.0:
         raise ConfigError(f"threshold quantile must be in (0, 1], got {quantile}")
     if not 0.0 <= v_init < 1.0:
@@ -57,8 +66,9 @@ def convert(model, gating: str = "gain", calibration=None, granularity: str = "n
     ids, calib_name = _calibration_ids(calibration)
     dense = _float64_copy(model)
     stats = collect_stats(dense, ids, gating, seq_len=seq_len, progress=progress)
-    theta_x, fb_x = thresholds(stats["x"], granularity, quantile)
-    theta_y, fb_y = thresholds(stats["y"], granularity, quantile)
+    design = (design_T, design_max_spikes) if statistic == "mse" else None
+    theta_x, fb_x = thresholds(stats["x"], granularity, quantile, design)
+    theta_y, fb_y = thresholds(stats["y"], granularity, quantile, design)
     c = model.config
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     arrays = {
@@ -81,7 +91,8 @@ def convert(model, gating: str = "gain", calibration=None, granularity: str = "n
             "text_sha256": hashlib.sha256(calib_bytes).hexdigest(),
             "bytes": int(ids.numel()),
             "seq_len": seq_len,
-            "statistic": "max" if quantile >= 1.0 else f"quantile {quantile}",
+            "statistic": statistic if statistic != "quantile" else f"quantile {quantile}",
+            "design": {"timesteps": design_T, "max_spikes": design_max_spikes} if design else None,
             "granularity": granularity,
             "silent_neuron_fallback": {"x": fb_x, "y": fb_y},
             "y_encodes": "a*b (gated value)" if gating == "gain" else "b",

@@ -20,13 +20,26 @@ from ..errors import TextError
 MIN_CALIBRATION_BYTES = 64
 
 
+# Log-spaced histogram of positive values per neuron: 8 bins per octave over 2^-20 .. 2^12.
+HIST_BINS_PER_OCTAVE = 8
+HIST_LOG2_MIN = -20
+HIST_BINS = 32 * HIST_BINS_PER_OCTAVE
+
+
+def hist_centers(dtype=torch.float64) -> torch.Tensor:
+    edges = torch.arange(HIST_BINS + 1, dtype=dtype) / HIST_BINS_PER_OCTAVE + HIST_LOG2_MIN
+    return torch.pow(2.0, (edges[:-1] + edges[1:]) / 2)
+
+
 @dataclasses.dataclass
 class ActivationStats:
-    """Per (layer, head, neuron): the largest positive values seen, and how often it was active."""
+    """Per (layer, head, neuron): the largest positive values seen, how often it was active, and
+    a log-spaced histogram of its positive values (for error-minimising thresholds)."""
 
     top: torch.Tensor  # L,H,N,k sorted descending (zeros where fewer positives were seen)
     active: torch.Tensor  # L,H,N count of tokens with a positive value
     tokens: int
+    hist: torch.Tensor | None = None  # L,H,N,HIST_BINS counts
 
     def quantile(self, q: float) -> torch.Tensor:
         """The q-quantile of the positive values' upper tail, per neuron (q=1: max).
@@ -46,6 +59,7 @@ class _TopK:
         self.k = k
         self.top = None
         self.active = None
+        self.hist = None
         self.tokens = 0
 
     def update(self, values: torch.Tensor) -> None:
@@ -54,6 +68,7 @@ class _TopK:
         k = min(self.k, pos.shape[-1])
         batch_top = torch.topk(pos, k, dim=-1).values
         active = (pos > 0).sum(-1)
+        self._histogram(pos)
         if self.top is None:
             self.top, self.active = batch_top, active
         else:
@@ -61,6 +76,15 @@ class _TopK:
             self.top = torch.topk(merged, min(self.k, merged.shape[-1]), dim=-1).values
             self.active = self.active + active
         self.tokens += values.shape[0] * values.shape[2]
+
+    def _histogram(self, pos: torch.Tensor) -> None:
+        H, N, M = pos.shape
+        if self.hist is None:
+            self.hist = torch.zeros(H, N, HIST_BINS, dtype=torch.float64, device=pos.device)
+        mask = pos > 0
+        b = torch.floor((torch.log2(pos.clamp(min=1e-300)) - HIST_LOG2_MIN) * HIST_BINS_PER_OCTAVE)
+        b = b.clamp(0, HIST_BINS - 1).to(torch.int64)
+        self.hist.scatter_add_(2, b, mask.to(torch.float64))
 
 
 def collect_stats(model, ids: torch.Tensor, gating: str, seq_len: int = 256, batch: int = 8,
@@ -91,15 +115,18 @@ def collect_stats(model, ids: torch.Tensor, gating: str, seq_len: int = 256, bat
             top=torch.stack([t.top[..., :k] for t in layers]).cpu(),
             active=torch.stack([t.active for t in layers]).cpu(),
             tokens=layers[0].tokens,
+            hist=torch.stack([t.hist for t in layers]).cpu(),
         )
     return out
 
 
-def thresholds(stats: ActivationStats, granularity: str = "neuron", quantile: float = 1.0) -> tuple:
+def thresholds(stats: ActivationStats, granularity: str = "neuron", quantile: float = 1.0,
+               mse_design: tuple | None = None) -> tuple:
     """Thresholds per neuron (L,H,N) and how many neurons fell back to their head's value.
 
     granularity: 'neuron' (own statistic; silent neurons fall back to the head's), 'head', or
-    'population' (one value per layer).
+    'population' (one value per layer). mse_design=(T, max_spikes): per-neuron thresholds that
+    minimise the expected decoding error at that design point (granularity 'neuron' only).
     """
     per_neuron = stats.quantile(quantile)  # L,H,N
     L, H, N = per_neuron.shape
@@ -117,6 +144,60 @@ def thresholds(stats: ActivationStats, granularity: str = "neuron", quantile: fl
         theta = torch.where(per_neuron > 0, per_neuron, torch.where(per_head > 0, per_head, layer_max))
     else:
         raise ValueError(f"unknown threshold granularity {granularity!r}")
+    if mse_design is not None and granularity == "neuron":
+        theta = mse_thresholds(stats, mse_design[0], mse_design[1], theta)
     fallback = int((per_neuron <= 0).sum()) if granularity == "neuron" else 0
     theta = torch.where(theta > 0, theta, torch.ones_like(theta))  # a layer silent everywhere
     return theta.to(torch.float64).contiguous(), fallback
+
+
+def expected_error(centers: torch.Tensor, theta: torch.Tensor, timesteps: int, max_spikes: int) -> torch.Tensor:
+    """Expected squared decoding error of values `centers` for thresholds `theta` (broadcast).
+
+    With v_init = theta/2 the decoded value is round(T a / theta) theta / T: below half a step
+    the value is lost (error a^2), inside the range the rounding error is uniform
+    ((theta/T)^2 / 12), above the top level (max_spikes spikes every step) the value is clipped.
+    """
+    step = theta / timesteps
+    top = max_spikes * theta
+    lost = centers < step / 2
+    clipped = centers > top + step / 2
+    inside = step * step / 12.0
+    return torch.where(lost, centers * centers, torch.where(clipped, (centers - top) ** 2, inside))
+
+
+def mse_thresholds(stats: ActivationStats, design_T: int, max_spikes: int, fallback: torch.Tensor,
+                   candidates: int = 64) -> torch.Tensor:
+    """Per-neuron thresholds minimising the expected squared decoding error (``expected_error``
+    summed over the neuron's histogram) at design_T steps, searched over max * 2^(-j/8),
+    j = 0..candidates-1 (down to 1/256 of the neuron's max).
+
+    The three regions of expected_error are sums over contiguous histogram ranges, so prefix
+    sums of h, h c and h c^2 give every candidate's total in O(1).
+    """
+    maxima = stats.top[..., 0].to(torch.float64)  # L,H,N
+    base = torch.where(maxima > 0, maxima, fallback.to(torch.float64)).reshape(-1, 1)
+    thetas = base * torch.pow(2.0, -torch.arange(candidates, dtype=torch.float64) / 8)  # n,J
+    centers = hist_centers()
+    h = stats.hist.reshape(-1, stats.hist.shape[-1]).to(torch.float64)
+    zero = torch.zeros(h.shape[0], 1, dtype=torch.float64)
+    c0 = torch.cat([zero, h.cumsum(-1)], -1)
+    c1 = torch.cat([zero, (h * centers).cumsum(-1)], -1)
+    c2 = torch.cat([zero, (h * centers * centers).cumsum(-1)], -1)
+    step = thetas / design_T
+    top = max_spikes * thetas
+    lo = torch.searchsorted(centers, (step / 2).contiguous())  # bins with centre < step/2: lost
+    hi = torch.searchsorted(centers, (top + step / 2).contiguous(), right=True)  # bins beyond: clipped
+
+    def upto(c, i):
+        return c.gather(1, i)
+
+    lost = upto(c2, lo)
+    inside = (upto(c0, hi) - upto(c0, lo)) * step * step / 12.0
+    n_clip = c0[:, -1:] - upto(c0, hi)
+    s1_clip = c1[:, -1:] - upto(c1, hi)
+    s2_clip = c2[:, -1:] - upto(c2, hi)
+    clipped = s2_clip - 2 * top * s1_clip + top * top * n_clip
+    total = lost + inside + clipped
+    best = thetas.gather(1, total.argmin(1, keepdim=True)).view_as(maxima)
+    return torch.where(maxima > 0, best, fallback.to(torch.float64))

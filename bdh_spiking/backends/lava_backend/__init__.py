@@ -1,7 +1,9 @@
 """Intel Lava backend: the spiking network as a graph of Lava Processes, run on Lava's CPU
 simulator with its floating-point ProcessModels (``Loihi2SimCfg(select_tag='floating_pt')``).
 
-Mode 'discrete' only for now ('fixed-point' is not implemented in this backend yet).
+Mode 'fixed-point' runs the same graph with integer ProcessModels (fixed_point.py,
+``Loihi2SimCfg(select_tag='fixed_pt')``, Lava's bit-accurate Dense), equal counts to the reference's
+fixed-point executor (backends/fixed_point.py).
 
 Process graph (graph.py; docs/backends.md, section "Lava backend"):
 

@@ -321,12 +321,15 @@ def simulate(net, ids, settings, device="cpu", record=(), plasticity=None, dtype
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)} for the lava backend: it accepts {', '.join(OPTIONS)}")
-    if settings.mode == "fixed-point":
-        raise ConfigError("mode 'fixed-point' is not implemented yet in the lava backend: use mode 'discrete'")
-    if settings.mode != "discrete":
-        raise ConfigError(f"the lava backend runs mode 'discrete' only, not {settings.mode!r}")
+    if settings.mode not in ("discrete", "fixed-point"):
+        raise ConfigError(f"the lava backend runs modes 'discrete' and 'fixed-point', not {settings.mode!r}")
     if str(device) != "cpu":
         raise ConfigError(f"the lava backend runs on Lava's CPU simulator only: use device 'cpu', not {str(device)!r}")
+    if settings.mode == "fixed-point":  # integer ProcessModels, Loihi2SimCfg(select_tag='fixed_pt')
+        from . import fixed_point
+
+        return fixed_point.simulate(net, ids, settings, plasticity=plasticity, record=record, progress=progress,
+                                    save_lava_dir=options.get("save_lava_dir"))
     if dtype != torch.float64:
         raise ConfigError(f"the lava backend's floating_pt models compute in float64, not {dtype}")
     plasticity = plasticity or Plasticity()
@@ -345,12 +348,19 @@ def save_process_graph(net, directory, settings: SimSettings | None = None,
     """Writes ``network.bdhsnn`` (the network, no checkpoint needed) and ``lava_graph.json``
     (processes, ports, connections, schedule, settings) into ``directory``; returns the JSON path."""
     settings = (settings or SimSettings()).validate()
-    if settings.mode != "discrete":
-        raise ConfigError("mode 'fixed-point' is not implemented yet in the lava backend: use mode 'discrete'")
+    if settings.mode not in ("discrete", "fixed-point"):
+        raise ConfigError(f"the lava backend runs modes 'discrete' and 'fixed-point', not {settings.mode!r}")
+    if settings.mode == "fixed-point":
+        from ...conversion.quantize import ensure_quantized
+        from .fixed_point import make_spec as make_spec_fixed
+
+        net, _ = ensure_quantized(net)  # the saved network carries its integer tables
+        spec = make_spec_fixed(net, settings, plasticity)
+    else:
+        spec = make_spec(net, settings, plasticity)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     net.save(directory / NETWORK_FILE)
-    spec = make_spec(net, settings, plasticity)
     path = directory / GRAPH_FILE
     atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
     return path
@@ -387,4 +397,8 @@ def simulate_saved(directory, ids, record=(), progress: bool = False) -> Simulat
         ids = ids[None]
     if ids.dim() != 2 or ids.shape[1] == 0 or int(ids.min()) < 0 or int(ids.max()) >= net.dims["V"]:
         raise ConfigError(f"token ids must have shape (T,) or (B, T) with values in [0, {net.dims['V']})")
+    if spec["settings"].get("mode") == "fixed-point":
+        from .fixed_point import run_spec as run_spec_fixed
+
+        return run_spec_fixed(net, spec, ids, record=record, progress=progress, how="saved quantized network")
     return run_spec(net, spec, ids, record=record, progress=progress)
