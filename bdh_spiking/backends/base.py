@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
+from ..errors import ConfigError
+
 # per-token statistics every executor reports, each a (B, T) tensor summed over layers/heads
 EVENT_KEYS = ("x_spikes", "y_spikes", "x_active", "y_active", "active_columns", "g_nonzero")
+RECORDABLE = ("counts", "margins", "decoded", "state")
 
 
 @dataclasses.dataclass
@@ -55,3 +59,65 @@ def event_counts(stats: dict, net, settings) -> dict:
         "y_active": total["y_active"],
         "synapses_per_layer": 3 * H * D * N + H * D * N,  # E, E_v, decoder + plastic
     }
+
+
+def check_record(record) -> set:
+    keys = set(record)
+    unknown = keys - set(RECORDABLE)
+    if unknown:
+        raise ConfigError(f"cannot record {sorted(unknown)}: choose from {', '.join(RECORDABLE)}")
+    return keys
+
+
+def spike_events(counts: torch.Tensor, settings) -> torch.Tensor:
+    """Spikes per neuron; in graded coding one graded spike per step while the current is positive."""
+    return (counts > 0).to(counts.dtype) * settings.timesteps if settings.coding == "graded" else counts
+
+
+def new_stats(B: int, T: int) -> dict:
+    return {k: torch.zeros(B, T, dtype=torch.float64) for k in EVENT_KEYS}
+
+
+def accumulate_stats(stats: dict, where, settings, cx, cy, q, g) -> None:
+    """Adds one layer's per-token event statistics (counts summed over heads and neurons)."""
+    dims = (-2, -1)
+    stats["x_spikes"][where] += spike_events(cx, settings).sum(dims).double().cpu()
+    stats["y_spikes"][where] += spike_events(cy, settings).sum(dims).double().cpu()
+    stats["x_active"][where] += (cx > 0).sum(dims).double().cpu()
+    stats["y_active"][where] += (cy > 0).sum(dims).double().cpu()
+    stats["active_columns"][where] += (q != 0).sum(dims).double().cpu()
+    stats["g_nonzero"][where] += (g != 0).sum(dims).double().cpu()
+
+
+class Recorder:
+    """Keeps only what was asked for with record=(...); per-neuron records are (B, T, L, H, N)."""
+
+    def __init__(self, record, B, T, d, dtype=torch.float64):
+        self.keys = check_record(record)
+        shape = (B, T, d["L"], d["H"], d["N"])
+        self.out = {}
+        if "counts" in self.keys:
+            self.out["x_counts"] = torch.zeros(shape, dtype=dtype)
+            self.out["y_counts"] = torch.zeros(shape, dtype=dtype)
+        if "margins" in self.keys:
+            self.out["x_margins"] = torch.full(shape, math.inf, dtype=dtype)
+            self.out["y_margins"] = torch.full(shape, math.inf, dtype=dtype)
+        if "decoded" in self.keys:
+            self.out["a_hat"] = torch.zeros(shape, dtype=dtype)
+            self.out["g_hat"] = torch.zeros(shape, dtype=dtype)
+
+    def put(self, where, layer, cx, cy, mx, my, a_hat, g):
+        idx = (*where, layer)
+        if "counts" in self.keys:
+            self.out["x_counts"][idx] = cx.cpu()
+            self.out["y_counts"][idx] = cy.cpu()
+        if "margins" in self.keys:
+            self.out["x_margins"][idx] = mx.cpu()
+            self.out["y_margins"][idx] = my.cpu()
+        if "decoded" in self.keys:
+            self.out["a_hat"][idx] = a_hat.cpu()
+            self.out["g_hat"][idx] = g.cpu()
+
+    def final_state(self, S):
+        if "state" in self.keys:
+            self.out["state"] = S.cpu()  # L,B,H,D,N fixed frame

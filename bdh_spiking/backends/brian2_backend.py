@@ -39,8 +39,7 @@ import torch
 from ..errors import ConfigError
 from ..semantics import (Plasticity, SimSettings, decode, fold_weights, layer_norm, oscillator_cos_sin,
                          oscillator_payload)
-from .base import EVENT_KEYS, SimulationResult, event_counts
-from .reference import _accumulate, _Recorder
+from .base import Recorder, SimulationResult, accumulate_stats, check_record, event_counts, new_stats
 
 NAME = "brian2"
 TARGETS = ("numpy", "cython")
@@ -102,9 +101,6 @@ class Brian2Executor:
         self.cache_dir = _configure(target, cache_dir)
         self.w = fold_weights(net, torch.device("cpu"), torch.float64)
         self.d = net.dims
-
-    def spike_events(self, counts):  # as the reference: one graded spike per step while positive
-        return (counts > 0).to(counts.dtype) * self.s.timesteps if self.s.coding == "graded" else counts
 
     # -- construction -------------------------------------------------------------------
     def build(self, B: int):
@@ -198,8 +194,8 @@ class Brian2Executor:
         T = self.s.timesteps
         self.build(B)
         built = time.perf_counter()
-        rec = _Recorder(self.record, B, Tn, self.d, torch.device("cpu"), torch.float64)
-        stats = {k: torch.zeros(B, Tn, dtype=torch.float64) for k in EVENT_KEYS}
+        rec = Recorder(self.record, B, Tn, self.d, torch.float64)
+        stats = new_stats(B, Tn)
         logits = torch.empty(B, Tn, self.d["V"], dtype=torch.float64)
         v0 = 0.0 if self.s.coding == "graded" else float(self.net.v_init)
         gain = self.net.gating == "gain"
@@ -287,7 +283,7 @@ class Brian2Executor:
             yv["g"][layer] = g.numpy()
             rv["m"][layer] = 0.0
             yv["emit_now"][layer] = 1.0
-            _accumulate(stats, (slice(None), t), self, st["cx"], cy, st["q"], g)
+            accumulate_stats(stats, (slice(None), t), self.s, st["cx"], cy, st["q"], g)
             rec.put((slice(None), t), layer, st["cx"], cy, st["mx"], my, st["a_hat"], g)
 
         def end_token(t):
@@ -403,6 +399,6 @@ def simulate(net, ids, settings: SimSettings, device="cpu", record=(), plasticit
     ids = torch.as_tensor(ids, dtype=torch.int64)
     if ids.dim() == 1:
         ids = ids[None]
-    _Recorder(record, 1, 1, net.dims, "cpu", torch.float64)  # validates the record keys early
+    check_record(record)  # validates the record keys early
     ex = Brian2Executor(net, settings, plast, record, progress, target, options.get("cache_dir"))
     return ex.run(ids.cpu())

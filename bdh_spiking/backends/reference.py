@@ -14,7 +14,6 @@ Both use the shared vocabulary of ``semantics`` (folding, neuron step, decoding,
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -22,9 +21,7 @@ from tqdm.auto import tqdm
 
 from ..semantics import (Plasticity, SimSettings, decode, fold_weights, layer_norm, oscillator_cos_sin,
                          oscillator_payload, run_population)
-from .base import EVENT_KEYS, SimulationResult
-
-RECORDABLE = ("counts", "margins", "decoded", "state")
+from .base import RECORDABLE, Recorder, SimulationResult, accumulate_stats, event_counts, new_stats  # noqa: F401
 
 
 class ReferenceExecutor:
@@ -62,10 +59,6 @@ class ReferenceExecutor:
         m = g.reshape(*g.shape[:-2], -1) @ self.w["decoder"]
         return layer_norm(x + layer_norm(m))
 
-    def spike_events(self, counts):
-        # graded coding: one graded spike per step while the current is positive
-        return (counts > 0).to(counts.dtype) * self.s.timesteps if self.s.coding == "graded" else counts
-
     # -- the normative token-by-token form ---------------------------------------------
     def run_stepwise(self, ids: torch.Tensor) -> SimulationResult:
         started = time.perf_counter()
@@ -73,8 +66,8 @@ class ReferenceExecutor:
         B, T = ids.shape
         L, H, D, N = self.d["L"], self.d["H"], self.d["D"], self.d["N"]
         S = torch.zeros(L, B, H, D, N, device=self.device, dtype=self.dtype)
-        rec = _Recorder(self.record, B, T, self.d, self.device, self.dtype)
-        stats = {k: torch.zeros(B, T, dtype=torch.float64) for k in EVENT_KEYS}
+        rec = Recorder(self.record, B, T, self.d, self.dtype)
+        stats = new_stats(B, T)
         logits = []
         for t in tqdm(range(T), desc="reference (stepwise)", disable=not self.progress, leave=False):
             cos, sin = oscillator_cos_sin(self.w["freqs"], torch.tensor([t], device=self.device))
@@ -91,7 +84,7 @@ class ReferenceExecutor:
                     S[layer] += x[:, None, :, None] * q[:, :, None, :]
                 cy, my, g = self.y_stage(layer_norm(u), a_hat, layer)
                 x = self.decoder_stage(x, g)
-                _accumulate(stats, (slice(None), t), self, cx, cy, q, g)
+                accumulate_stats(stats, (slice(None), t), self.s, cx, cy, q, g)
                 rec.put((slice(None), t), layer, cx, cy, mx, my, a_hat, g)
             logits.append(x @ self.w["lm_head"])
         rec.final_state(S)
@@ -104,8 +97,8 @@ class ReferenceExecutor:
         B, T = ids.shape
         L, H, D, N = self.d["L"], self.d["H"], self.d["D"], self.d["N"]
         S = torch.zeros(L, B, H, D, N, device=self.device, dtype=self.dtype)
-        rec = _Recorder(self.record, B, T, self.d, self.device, self.dtype)
-        stats = {k: torch.zeros(B, T, dtype=torch.float64) for k in EVENT_KEYS}
+        rec = Recorder(self.record, B, T, self.d, self.dtype)
+        stats = new_stats(B, T)
         logits = torch.empty(B, T, self.d["V"], device=self.device, dtype=self.dtype)
         bounds = _chunk_bounds(T, self.chunk, self.p.reset_every)
         for t0, t1 in tqdm(bounds, desc="reference", disable=not self.progress, leave=False):
@@ -118,7 +111,7 @@ class ReferenceExecutor:
                 u, S[layer] = self._plastic_chunk(S[layer], x, q, t0)
                 cy, my, g = self.y_stage(layer_norm(u), a_hat, layer)
                 x = self.decoder_stage(x, g)
-                _accumulate(stats, (slice(None), slice(t0, t1)), self, cx, cy, q, g)
+                accumulate_stats(stats, (slice(None), slice(t0, t1)), self.s, cx, cy, q, g)
                 rec.put((slice(None), slice(t0, t1)), layer, cx, cy, mx, my, a_hat, g)
             logits[:, t0:t1] = x @ self.w["lm_head"]
         rec.final_state(S)
@@ -159,8 +152,6 @@ class ReferenceExecutor:
         settings = {"timesteps": self.s.timesteps, "coding": self.s.coding, "max_spikes": self.s.max_spikes,
                     "mode": self.s.mode, "gating": self.net.gating, "dtype": str(self.dtype).replace("torch.", ""),
                     "device": str(self.device)}
-        from .base import event_counts
-
         result = SimulationResult(logits=logits, stats=stats, records=rec.out, backend=self.name,
                                   settings=settings, wall_s=time.perf_counter() - started)
         result.events = event_counts(stats, self.net, self.s)
@@ -173,56 +164,6 @@ def _chunk_bounds(T: int, chunk: int, reset_every: int | None) -> list:
         cuts |= set(range(0, T, reset_every))
     cuts = sorted(cuts) + [T]
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-
-
-def _accumulate(stats, where, ex, cx, cy, q, g):
-    """Per-token event statistics, summed over layers as the layers are processed."""
-    dims = tuple(range(cx.dim() - 2, cx.dim()))  # heads, neurons
-    stats["x_spikes"][where] += ex.spike_events(cx).sum(dims).double().cpu()
-    stats["y_spikes"][where] += ex.spike_events(cy).sum(dims).double().cpu()
-    stats["x_active"][where] += (cx > 0).sum(dims).double().cpu()
-    stats["y_active"][where] += (cy > 0).sum(dims).double().cpu()
-    stats["active_columns"][where] += (q != 0).sum(dims).double().cpu()
-    stats["g_nonzero"][where] += (g != 0).sum(dims).double().cpu()
-
-
-class _Recorder:
-    """Keeps only what was asked for; per-neuron records are (B, T, L, H, N)."""
-
-    def __init__(self, record, B, T, d, device, dtype):
-        self.keys = set(record)
-        unknown = self.keys - set(RECORDABLE)
-        if unknown:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"cannot record {sorted(unknown)}: choose from {', '.join(RECORDABLE)}")
-        shape = (B, T, d["L"], d["H"], d["N"])
-        self.out = {}
-        if "counts" in self.keys:
-            self.out["x_counts"] = torch.zeros(shape, dtype=dtype)
-            self.out["y_counts"] = torch.zeros(shape, dtype=dtype)
-        if "margins" in self.keys:
-            self.out["x_margins"] = torch.full(shape, math.inf, dtype=dtype)
-            self.out["y_margins"] = torch.full(shape, math.inf, dtype=dtype)
-        if "decoded" in self.keys:
-            self.out["a_hat"] = torch.zeros(shape, dtype=dtype)
-            self.out["g_hat"] = torch.zeros(shape, dtype=dtype)
-
-    def put(self, where, layer, cx, cy, mx, my, a_hat, g):
-        idx = (*where, layer)
-        if "counts" in self.keys:
-            self.out["x_counts"][idx] = cx.cpu()
-            self.out["y_counts"][idx] = cy.cpu()
-        if "margins" in self.keys:
-            self.out["x_margins"][idx] = mx.cpu()
-            self.out["y_margins"][idx] = my.cpu()
-        if "decoded" in self.keys:
-            self.out["a_hat"][idx] = a_hat.cpu()
-            self.out["g_hat"][idx] = g.cpu()
-
-    def final_state(self, S):
-        if "state" in self.keys:
-            self.out["state"] = S.cpu()  # L,B,H,D,N fixed frame
 
 
 def simulate(net, ids, settings, device="cpu", record=(), plasticity=None, dtype=torch.float64,

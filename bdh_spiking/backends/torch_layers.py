@@ -16,7 +16,6 @@ other library.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Optional
 
@@ -27,9 +26,9 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..semantics import (Plasticity, SimSettings, decode, fold_weights, layer_norm, oscillator_cos_sin,
                          oscillator_payload)
-from .base import EVENT_KEYS, SimulationResult, event_counts
+from .base import (RECORDABLE, Recorder, SimulationResult, accumulate_stats, check_record,  # noqa: F401
+                   event_counts, new_stats)
 
-RECORDABLE = ("counts", "margins", "decoded", "state")
 
 
 # -- populations --------------------------------------------------------------------------------
@@ -214,30 +213,6 @@ class SpikingBDHLayer(nn.Module):
 
 
 # -- the run ------------------------------------------------------------------------------------
-def _spike_events(counts, settings):
-    # graded coding: one graded spike per step while the current is positive
-    return (counts > 0).to(counts.dtype) * settings.timesteps if settings.coding == "graded" else counts
-
-
-def _accumulate(stats, where, settings, cx, cy, q, g):
-    """Per-token event statistics (as the reference's), summed over heads and neurons and layers."""
-    dims = (-2, -1)
-    stats["x_spikes"][where] += _spike_events(cx, settings).sum(dims).double().cpu()
-    stats["y_spikes"][where] += _spike_events(cy, settings).sum(dims).double().cpu()
-    stats["x_active"][where] += (cx > 0).sum(dims).double().cpu()
-    stats["y_active"][where] += (cy > 0).sum(dims).double().cpu()
-    stats["active_columns"][where] += (q != 0).sum(dims).double().cpu()
-    stats["g_nonzero"][where] += (g != 0).sum(dims).double().cpu()
-
-
-def _check_record(record):
-    keys = set(record)
-    unknown = keys - set(RECORDABLE)
-    if unknown:
-        raise ConfigError(f"cannot record {sorted(unknown)}: choose from {', '.join(RECORDABLE)}")
-    return keys
-
-
 def _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, stats, rec, logits, progress):
     T = ids.shape[1]
     device = ids.device
@@ -250,19 +225,11 @@ def _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, st
             x = embed_norm(w["embed"][ids[:, t0:t1]])  # B,Tc,D
             for layer, block in enumerate(layers):
                 x, (cx, cy, mx, my, a_hat, q, g) = block(x, cos, sin, t0, plasticity, margins)
-                _accumulate(stats, where, settings, cx, cy, q, g)
-                if "counts" in keys:
-                    rec["x_counts"][(*where, layer)] = cx.cpu()
-                    rec["y_counts"][(*where, layer)] = cy.cpu()
-                if margins:
-                    rec["x_margins"][(*where, layer)] = mx.cpu()
-                    rec["y_margins"][(*where, layer)] = my.cpu()
-                if "decoded" in keys:
-                    rec["a_hat"][(*where, layer)] = a_hat.cpu()
-                    rec["g_hat"][(*where, layer)] = g.cpu()
+                accumulate_stats(stats, where, settings, cx, cy, q, g)
+                rec.put(where, layer, cx, cy, mx, my, a_hat, g)
             logits[:, t0:t1] = x @ w["lm_head"]
         if "state" in keys:
-            rec["state"] = torch.stack([block.hebbian.state() for block in layers]).cpu()  # L,B,H,D,N
+            rec.final_state(torch.stack([block.hebbian.state() for block in layers]))  # L,B,H,D,N
 
 
 def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings, *, name: str, library: str,
@@ -283,29 +250,21 @@ def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings
         raise ConfigError(f"the {name} backend runs mode 'discrete' (got {settings.mode!r})")
     if check is not None:
         check(net, settings)
-    keys = _check_record(record)
+    keys = check_record(record)
     started = time.perf_counter()
     device = torch.device(device)
     plasticity = plasticity or Plasticity()
     ids = torch.as_tensor(ids, dtype=torch.int64).to(device)
     B, T = ids.shape
     d = net.dims
-    L, H, N = d["L"], d["H"], d["N"]
+    L = d["L"]
     w = fold_weights(net, device, dtype)
     layers = [SpikingBDHLayer(w, layer, net, settings, B, device, dtype, population).to(device)
               for layer in range(L)]
     embed_norm = LayerNorm()
 
-    stats = {k: torch.zeros(B, T, dtype=torch.float64) for k in EVENT_KEYS}
-    shape = (B, T, L, H, N)
-    rec = {}
-    if "counts" in keys:
-        rec["x_counts"], rec["y_counts"] = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
-    if "margins" in keys:
-        rec["x_margins"], rec["y_margins"] = (torch.full(shape, math.inf, dtype=dtype),
-                                              torch.full(shape, math.inf, dtype=dtype))
-    if "decoded" in keys:
-        rec["a_hat"], rec["g_hat"] = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+    stats = new_stats(B, T)
+    rec = Recorder(keys, B, T, d, dtype)
     logits = torch.empty(B, T, d["V"], device=device, dtype=dtype)
 
     try:
@@ -318,7 +277,7 @@ def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings
     run_settings = {"timesteps": settings.timesteps, "coding": settings.coding, "max_spikes": settings.max_spikes,
                     "mode": settings.mode, "gating": net.gating, "dtype": str(dtype).replace("torch.", ""),
                     "device": str(device), "chunk": chunk, "library": library}
-    result = SimulationResult(logits=logits, stats=stats, records=rec, backend=name, settings=run_settings,
+    result = SimulationResult(logits=logits, stats=stats, records=rec.out, backend=name, settings=run_settings,
                               wall_s=time.perf_counter() - started)
     result.events = event_counts(stats, net, settings)
     return result
