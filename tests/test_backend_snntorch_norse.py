@@ -286,3 +286,13 @@ def test_missing_library_is_backend_unavailable(backend, package, monkeypatch):
         load_backend(backend)
     monkeypatch.undo()
     assert load_backend(backend).NAME == backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dense_plastic_update_option_gives_the_same_network(backend):
+    """event_driven=False (every synapse read and written, the benchmark baseline) changes cost, not results."""
+    net, ids = _net(0, "product")
+    ref = _reference(0, "product", "multispike", 3, 3)
+    out = bs.simulate(net, ids, backend=backend, timesteps=3, coding="multispike", max_spikes=3,
+                      record=("counts", "decoded", "state"), event_driven=False)
+    _assert_matches(ref, out, net, f"{backend} dense plastic update")

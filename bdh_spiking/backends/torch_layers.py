@@ -94,9 +94,10 @@ class HebbianSynapse(nn.Module):
     ``S += x ⊗ q``; the write adds exactly the products x_d * q_n the dense update adds.
     """
 
-    def __init__(self, batch: int, heads: int, dim: int, neurons: int, device, dtype):
+    def __init__(self, batch: int, heads: int, dim: int, neurons: int, device, dtype, event_driven: bool = True):
         super().__init__()
         self.shape = (batch, heads, neurons, dim)
+        self.event_driven = event_driven  # False: touch every synapse (the benchmark's baseline)
         self.register_buffer("S_cols", torch.zeros(self.shape, device=device, dtype=dtype))
 
     def reset(self):
@@ -115,6 +116,8 @@ class HebbianSynapse(nn.Module):
     def read(self, q: torch.Tensor, active=None) -> torch.Tensor:
         """u[b, h] = sum over active columns n of S[b, h, :, n] q[b, h, n]  (q: B,H,N -> u: B,H,D)."""
         B, H, N, D = self.shape
+        if not self.event_driven:
+            return torch.einsum("bhnd,bhn->bhd", self.S_cols, q)
         rows, bh, _, qv = active if active is not None else self.active_columns(q)
         # the active payloads as a sparse (B*H) x (B*H*N) matrix: only their columns are touched
         events = torch.sparse_coo_tensor(torch.stack((bh, rows)), qv, (B * H, B * H * N), is_coalesced=True,
@@ -124,6 +127,9 @@ class HebbianSynapse(nn.Module):
     def write(self, x: torch.Tensor, q: torch.Tensor, active=None):
         """S[b, h, :, n] += x[b] q[b, h, n] for the active columns (x: B,D)."""
         D = self.shape[-1]
+        if not self.event_driven:
+            self.S_cols += q[..., None] * x[:, None, None, :]
+            return
         rows, _, b, qv = active if active is not None else self.active_columns(q)
         self.S_cols.view(-1, D).index_add_(0, rows, x[b] * qv[:, None])
 
@@ -140,7 +146,7 @@ class HebbianSynapse(nn.Module):
             elif t > 0 and plasticity.decay != 1.0:
                 self.decay(plasticity.decay)
             qt = q[:, i]
-            active = self.active_columns(qt)
+            active = self.active_columns(qt) if self.event_driven else None
             u[:, i] = self.read(qt, active)  # a token never reads its own write
             if plasticity.writes(t):
                 self.write(x[:, i], qt, active)
@@ -185,7 +191,7 @@ class SpikingBDHLayer(nn.Module):
     """
 
     def __init__(self, w: dict, layer: int, net, settings: SimSettings, batch: int, device, dtype,
-                 population: PopulationFactory):
+                 population: PopulationFactory, event_driven: bool = True):
         super().__init__()
         d = net.dims
         self.settings = settings
@@ -195,7 +201,7 @@ class SpikingBDHLayer(nn.Module):
         self.register_buffer("theta_y", w["theta_y"][layer])
         self.x_neurons = population(settings, net.v_init)
         self.y_neurons = population(settings, net.v_init)
-        self.hebbian = HebbianSynapse(batch, d["H"], d["D"], d["N"], device, dtype)
+        self.hebbian = HebbianSynapse(batch, d["H"], d["D"], d["N"], device, dtype, event_driven)
         self.attn_norm = LayerNorm()
         self.gate = Gate(net.gating)
         self.decoder = ResidualDecoder(w["decoder"])
@@ -234,16 +240,19 @@ def _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, st
 
 def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings, *, name: str, library: str,
                   check: Optional[Callable] = None, device="cpu", record=(), plasticity=None, dtype=torch.float64,
-                  progress: bool = False, chunk: int = 64, **options) -> SimulationResult:
+                  progress: bool = False, chunk: int = 64, event_driven: bool = True,
+                  **options) -> SimulationResult:
     """Runs the network on ids (B, T) with the populations built by ``population(settings, v_init)``.
 
     name: the backend's name (errors, progress bar, result); library: "<library> <version>" for
     the result's settings; check(net, settings): the backend's own checks, raising ConfigError,
     after the common ones. chunk: tokens whose populations are stepped together (1 = strictly
-    token by token; any value gives the same counts). Every population is released after the run.
+    token by token; any value gives the same counts). event_driven=False reads and writes every
+    plastic synapse every token (same results; the benchmark's baseline for the event-driven
+    speed-up). Every population is released after the run.
     """
     if options:
-        raise ConfigError(f"the {name} backend takes no options {sorted(options)} (only chunk)")
+        raise ConfigError(f"the {name} backend takes no options {sorted(options)} (only chunk, event_driven)")
     if not isinstance(chunk, int) or chunk < 1:
         raise ConfigError(f"chunk must be an integer >= 1, got {chunk!r}")
     if settings.mode != "discrete":
@@ -259,7 +268,7 @@ def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings
     d = net.dims
     L = d["L"]
     w = fold_weights(net, device, dtype)
-    layers = [SpikingBDHLayer(w, layer, net, settings, B, device, dtype, population).to(device)
+    layers = [SpikingBDHLayer(w, layer, net, settings, B, device, dtype, population, event_driven).to(device)
               for layer in range(L)]
     embed_norm = LayerNorm()
 
