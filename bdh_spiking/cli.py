@@ -157,6 +157,20 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def simulation_args(args, timesteps=None):
+    """(backends, device, dtype) from the shared flags; simulation settings checked before any work."""
+    import torch
+
+    from .backends import parse_backends
+    from .device import resolve_device
+    from .semantics import SimSettings
+
+    for T in timesteps or []:
+        SimSettings(timesteps=T, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode).validate()
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    return parse_backends(args.backend), resolve_device(args.device), dtype
+
+
 def prepare_network(args):
     """(model, net, token ids, text name) from the shared flags; converts unless --load."""
     import torch
@@ -233,14 +247,10 @@ def convert_parser() -> argparse.ArgumentParser:
 @entry_point
 def convert_main(argv=None):
     args = convert_parser().parse_args(argv)
-    import torch
-
-    from .backends import parse_backends, resolve_device
     from .report import compare
 
-    backends = parse_backends(args.backend)
-    device = resolve_device(args.device)
-    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    timesteps = args.sweep_T or [args.timesteps]
+    backends, device, dtype = simulation_args(args, timesteps)
     energy_profiles = None
     if args.energy or args.profile is not None:
         from .energy import parse_profiles
@@ -251,11 +261,6 @@ def convert_main(argv=None):
 
         _import_nir()
     model, net, ids, text_name = prepare_network(args)
-    timesteps = args.sweep_T or [args.timesteps]
-    from .semantics import SimSettings
-
-    for T in timesteps:
-        SimSettings(timesteps=T, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode).validate()
     if args.mode == "fixed-point":
         from .conversion.quantize import describe, ensure_quantized, is_quantized, quantize
 
@@ -327,17 +332,10 @@ def energy_parser() -> argparse.ArgumentParser:
 @entry_point
 def energy_main(argv=None):
     args = energy_parser().parse_args(argv)
-    import torch
-
-    from .backends import parse_backends, resolve_device
     from .energy import estimate, parse_profiles
-    from .semantics import SimSettings
 
     profiles = parse_profiles(args.profile)
-    backends = parse_backends(args.backend)
-    device = resolve_device(args.device)
-    dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    SimSettings(timesteps=args.timesteps, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode).validate()
+    backends, device, dtype = simulation_args(args, [args.timesteps])
     model, net, ids, text_name = prepare_network(args)
     report = estimate(model, net, ids, backends=backends, profiles=profiles, timesteps=args.timesteps,
                       coding=args.coding, mode=args.mode, max_spikes=args.max_spikes, device=device, dtype=dtype,
@@ -396,7 +394,7 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=positive_int, default=256, help="passage length (the model's block size)")
     p.add_argument("--max-tokens", type=positive_int, default=None, help="bytes for experiments 1 and 3 (default 4096)")
     p.add_argument("--sweep-tokens", type=positive_int, default=None, help="bytes for experiment 2 (default 2048)")
-    p.add_argument("--shifts", type=positive_int, default=None, help="circular shifts in the null (default 8)")
+    p.add_argument("--shifts", type=positive_int, default=None, help="circular shifts in the null (default 19; one more is the decoy)")
     p.add_argument("--fdr", type=float, default=0.05)
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--n-layer", type=positive_int, default=None)
@@ -421,13 +419,13 @@ def study_main(argv=None):
     s = StudySettings(
         out=args.out, checkpoint=args.checkpoint, text=args.text, concepts_file=args.concepts, seed=args.seed,
         quick=q, timesteps=args.timesteps, max_spikes=args.max_spikes, seq_len=args.seq_len if not q else min(args.seq_len, 128),
-        max_tokens=args.max_tokens or (512 if q else 4096), sweep_tokens=args.sweep_tokens or (256 if q else 2048),
+        max_tokens=args.max_tokens or (384 if q else 4096), sweep_tokens=args.sweep_tokens or (256 if q else 2048),
         token_ms=args.token_ms, dt_ms=args.dt_ms,
         taus_ms=tuple(args.taus_ms or ((1000.0,) if q else (300.0, 1000.0, 3000.0))),
         rates_cps=tuple(args.rates or ((10.0,) if q else (5.0, 10.0, 20.0))),
         freeze_after=tuple(args.freeze_after or ((32,) if q else (64,))),
         reset_every=tuple(args.reset_every or ((32,) if q else (32,))),
-        shifts=args.shifts or (3 if q else 8), fdr=args.fdr, top_k=args.top_k, n_layer=args.n_layer,
+        shifts=args.shifts or (6 if q else 19), fdr=args.fdr, top_k=args.top_k, n_layer=args.n_layer,
         calibration_bytes=1024 if q else None,
     )
     results = run_study(s, log=_log)

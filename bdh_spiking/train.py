@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
+from .device import resolve_device
 from .errors import ConfigError, TextError
 from .model import BDH, BDHConfig
 from .text import read_bytes, split, to_ids
@@ -44,16 +45,6 @@ class TrainSettings:
     time_limit_s: float | None = None
     resume: bool = False
     threads: int | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def learning_rate(step: int, s: TrainSettings) -> float:

@@ -7,6 +7,7 @@ import importlib
 
 import torch
 
+from ..device import resolve_device  # noqa: F401 (part of this module's interface)
 from ..errors import BackendUnavailable, ConfigError
 from ..semantics import Plasticity, SimSettings
 
@@ -57,17 +58,6 @@ def load_backend(name: str):
             raise BackendUnavailable(f"backend {name!r} is not part of this bdh-spiking version yet") from None
         raise BackendUnavailable(f"backend {name!r} could not import {exc.name}: "
                                  f"pip install 'bdh-spiking[{extra}]'") from None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("CUDA was asked for, but no CUDA device is available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def simulate(net, token_ids, backend: str = "reference", timesteps: int = 8, coding: str = "multispike",
