@@ -128,18 +128,29 @@ def neuron_step(v: torch.Tensor, current: torch.Tensor, coding: str, max_spikes:
     spikes the boundary is 0, where the neuron switches between silent and sending; None when
     margin=False).
     """
-    v = v + current
+    v = v.clone()
+    s, dist = neuron_step_(v, current, coding, max_spikes, margin)
+    return v, s, dist
+
+
+def neuron_step_(v: torch.Tensor, current: torch.Tensor, coding: str, max_spikes: int = 1, margin: bool = True):
+    """``neuron_step`` updating v in place (the same operations); returns (s, distance)."""
+    v.add_(current)
     if coding == "rate":
         dist = (v - 1.0).abs() if margin else None
         s = (v > 1.0).to(v.dtype)
-        return v - s, s, dist
+        v.sub_(s)
+        return s, dist
     if coding == "multispike":
         dist = (v - torch.clamp(torch.round(v), min=1.0, max=float(max_spikes))).abs() if margin else None
-        s = torch.clamp(torch.ceil(v) - 1.0, min=0.0, max=float(max_spikes))
-        return v - s, s, dist
+        s = torch.ceil(v).sub_(1.0).clamp_(min=0.0, max=float(max_spikes))
+        v.sub_(s)
+        return s, dist
     if coding == "graded":
+        dist = v.abs() if margin else None
         s = torch.clamp(v, min=0.0)
-        return torch.zeros_like(v), s, (v.abs() if margin else None)
+        v.zero_()
+        return s, dist
     raise ValueError(f"unknown coding {coding!r}")
 
 
@@ -161,7 +172,7 @@ def run_population(current: torch.Tensor, settings: SimSettings, v_init: float, 
     c = torch.zeros_like(j)
     m = torch.full_like(j, math.inf) if margins else None
     for _ in range(settings.timesteps):
-        v, s, dist = neuron_step(v, j, settings.coding, settings.max_spikes, margins)
+        s, dist = neuron_step_(v, j, settings.coding, settings.max_spikes, margins)
         c += s
         if margins:
             torch.minimum(m, dist, out=m)
