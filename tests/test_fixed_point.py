@@ -20,7 +20,7 @@ from bdh_spiking.conversion.quantize import SAT_KEYS, is_quantized, quantize
 from bdh_spiking.errors import ConfigError
 from bdh_spiking.hardware_fit import fit, fit_all, table
 from bdh_spiking.network import SpikingNetwork
-from bdh_spiking.semantics import Plasticity, SimSettings
+from bdh_spiking.semantics import SimSettings
 
 REC = ("counts", "margins", "decoded", "state")
 NARROW = dict(state_bits=12, threshold_exp=8, payload_bits=16, frac_bits=10, plastic_bits=16)

@@ -390,7 +390,7 @@ def build(net, spec: dict, ids: np.ndarray, record=(), record_dir: str | None = 
 
     B, n = ids.shape
     d = spec["dims"]
-    L, D, V = d["L"], d["D"], d["V"]
+    D, V = d["D"], d["V"]
     st, pl = spec["settings"], spec["plasticity"]
     T = st["timesteps"]
     period = spec["schedule"]["period_steps_per_token"]

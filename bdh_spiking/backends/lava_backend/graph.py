@@ -142,7 +142,7 @@ def build(net, spec: dict, ids: np.ndarray, record=(), record_dir: str | None = 
 
     B, n = ids.shape
     d = spec["dims"]
-    L, D, V = d["L"], d["D"], d["V"]
+    D, V = d["D"], d["V"]
     st = spec["settings"]
     pl = spec["plasticity"]
     T = st["timesteps"]
