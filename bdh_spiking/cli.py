@@ -200,7 +200,7 @@ def prepare_network(args):
         calibration = Path(args.calibration) if args.calibration else None
         net = convert(model, gating=args.gating or "product", calibration=calibration, seed=args.seed,
                       statistic=args.threshold or "mse", quantile=args.quantile, design_T=args.design_T,
-                      design_max_spikes=args.max_spikes,
+                      design_max_spikes=args.max_spikes if args.coding == "multispike" else 1,
                       progress=True)
         _log(f"converted in {net.provenance['conversion_seconds']:.2f} s "
              f"(calibration: {net.calibration['text']}, {net.calibration['bytes']} bytes)")
@@ -241,6 +241,15 @@ def convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-nir", metavar="FILE", default=None,
                    help="also write the parts of the network NIR can express as a NIR graph (HDF5; needs "
                         "pip install 'bdh-spiking[nir]'); what NIR cannot hold is listed on stderr and in the file")
+    b = p.add_argument_group("mode biophysical (--backend brian2; parameters: bdh_spiking/data/biophysical.toml)")
+    b.add_argument("--token-ms", type=float, default=None, help="presentation time of one byte in ms")
+    b.add_argument("--max-rate", type=float, default=None, help="firing rate (Hz) of a unit input current")
+    b.add_argument("--noise", type=float, default=None, help="membrane noise std (threshold units)")
+    b.add_argument("--bio-params", metavar="FILE", default=None, help="TOML file overriding the shipped parameters")
+    b.add_argument("--sweep", metavar="PARAM=v1,v2,...", default=None,
+                   help="run the report for each value of token-ms, max-rate or noise and plot fidelity vs it")
+    b.add_argument("--record", metavar="spikes,v,weights", default=None,
+                   help="monitors of chosen neurons/synapses; plotted into --plots")
     return p
 
 
@@ -271,6 +280,11 @@ def convert_main(argv=None):
         from .hardware_fit import fit_all, parse_fit_profiles, table
 
         fit_profiles = parse_fit_profiles(fit_spec)
+    if args.mode == "biophysical" or args.sweep or args.record or args.bio_params or any(
+            v is not None for v in (args.token_ms, args.max_rate, args.noise)):
+        from .backends.brian2_biophysical import run_cli_biophysical
+
+        return run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtype, text_name, _log)
     report = compare(model, net, ids, backends=backends, timesteps=timesteps, codings=[args.coding],
                      include_graded=not args.no_graded, mode=args.mode, max_spikes=args.max_spikes,
                      device=device, dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=_log)
