@@ -60,33 +60,42 @@ class ReferenceExecutor:
         return layer_norm(x + layer_norm(m))
 
     # -- the normative token-by-token form ---------------------------------------------
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """The plastic synapses of every layer, zero at the start of a sequence (L,B,H,D,N)."""
+        d = self.d
+        return torch.zeros(d["L"], batch, d["H"], d["D"], d["N"], device=self.device, dtype=self.dtype)
+
+    def step(self, token: torch.Tensor, t: int, S: torch.Tensor, stats=None, rec=None) -> torch.Tensor:
+        """Token t (B,) through every layer, updating S in place; returns the logits (B,V)."""
+        cos, sin = oscillator_cos_sin(self.w["freqs"], torch.tensor([t], device=self.device))
+        x = layer_norm(self.w["embed"][token.to(self.device)])
+        for layer in range(self.d["L"]):
+            cx, mx, a_hat = self.x_stage(x, layer)
+            q = oscillator_payload(a_hat, cos[0], sin[0])  # B,H,N
+            if self.p.resets(t):
+                S[layer].zero_()
+            elif t > 0 and self.p.decay != 1.0:
+                S[layer].mul_(self.p.decay)
+            u = torch.einsum("bhdn,bhn->bhd", S[layer], q)  # read before the write
+            if self.p.writes(t):
+                S[layer] += x[:, None, :, None] * q[:, :, None, :]
+            cy, my, g = self.y_stage(layer_norm(u), a_hat, layer)
+            x = self.decoder_stage(x, g)
+            if stats is not None:
+                accumulate_stats(stats, (slice(None), t), self.s, cx, cy, q, g)
+            if rec is not None:
+                rec.put((slice(None), t), layer, cx, cy, mx, my, a_hat, g)
+        return x @ self.w["lm_head"]
+
     def run_stepwise(self, ids: torch.Tensor) -> SimulationResult:
         started = time.perf_counter()
         ids = ids.to(self.device)
         B, T = ids.shape
-        L, H, D, N = self.d["L"], self.d["H"], self.d["D"], self.d["N"]
-        S = torch.zeros(L, B, H, D, N, device=self.device, dtype=self.dtype)
+        S = self.initial_state(B)
         rec = Recorder(self.record, B, T, self.d, self.dtype)
         stats = new_stats(B, T)
-        logits = []
-        for t in tqdm(range(T), desc="reference (stepwise)", disable=not self.progress, leave=False):
-            cos, sin = oscillator_cos_sin(self.w["freqs"], torch.tensor([t], device=self.device))
-            x = layer_norm(self.w["embed"][ids[:, t]])
-            for layer in range(L):
-                cx, mx, a_hat = self.x_stage(x, layer)
-                q = oscillator_payload(a_hat, cos[0], sin[0])  # B,H,N
-                if self.p.resets(t):
-                    S[layer].zero_()
-                elif t > 0 and self.p.decay != 1.0:
-                    S[layer].mul_(self.p.decay)
-                u = torch.einsum("bhdn,bhn->bhd", S[layer], q)  # read before the write
-                if self.p.writes(t):
-                    S[layer] += x[:, None, :, None] * q[:, :, None, :]
-                cy, my, g = self.y_stage(layer_norm(u), a_hat, layer)
-                x = self.decoder_stage(x, g)
-                accumulate_stats(stats, (slice(None), t), self.s, cx, cy, q, g)
-                rec.put((slice(None), t), layer, cx, cy, mx, my, a_hat, g)
-            logits.append(x @ self.w["lm_head"])
+        logits = [self.step(ids[:, t], t, S, stats, rec)
+                  for t in tqdm(range(T), desc="reference (stepwise)", disable=not self.progress, leave=False)]
         rec.final_state(S)
         return self._result(torch.stack(logits, 1), stats, rec, started)
 
