@@ -200,7 +200,8 @@ def prepare_network(args):
         calibration = Path(args.calibration) if args.calibration else None
         net = convert(model, gating=args.gating or "product", calibration=calibration, seed=args.seed,
                       statistic=args.threshold or "mse", quantile=args.quantile, design_T=args.design_T,
-                      design_max_spikes=args.max_spikes if args.coding == "multispike" else 1,
+                      design_max_spikes=(args.max_spikes if args.coding == "multispike"
+                                         and getattr(args, "mode", None) != "biophysical" else 1),
                       progress=True)
         _log(f"converted in {net.provenance['conversion_seconds']:.2f} s "
              f"(calibration: {net.calibration['text']}, {net.calibration['bytes']} bytes)")
@@ -238,6 +239,9 @@ def convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware-fit", default=None, metavar="PROFILE|all",
                    help="print the cores/chips the network needs on these profiles (bdh_spiking.hardware_fit); "
                         "printed for loihi2 whenever --backend includes lava")
+    p.add_argument("--save-lava", metavar="DIR", default=None,
+                   help="write what rebuilds the Lava process graph without the checkpoint (network file + "
+                        "process graph JSON; needs pip install 'bdh-spiking[lava]')")
     p.add_argument("--export-nir", metavar="FILE", default=None,
                    help="also write the parts of the network NIR can express as a NIR graph (HDF5; needs "
                         "pip install 'bdh-spiking[nir]'); what NIR cannot hold is listed on stderr and in the file")
@@ -289,6 +293,15 @@ def convert_main(argv=None):
                      include_graded=not args.no_graded, mode=args.mode, max_spikes=args.max_spikes,
                      device=device, dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=_log)
     print(report.table())
+    if args.save_lava:
+        from .backends import load_backend
+        from .semantics import SimSettings
+
+        lava = load_backend("lava")
+        lava.save_process_graph(net, args.save_lava, SimSettings(timesteps=timesteps[-1], coding=args.coding,
+                                                                 max_spikes=args.max_spikes, mode=args.mode))
+        _log(f"wrote the Lava process graph to {args.save_lava} (rebuild: "
+             "bdh_spiking.backends.lava_backend.simulate_saved(DIR, ids))")
     if report.meta.get("pairwise"):  # more than one backend ran
         print()
         print(report.pairwise_table())
@@ -407,12 +420,14 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-spikes", type=positive_int, default=4)
     p.add_argument("--seq-len", type=positive_int, default=256, help="passage length (the model's block size)")
     p.add_argument("--max-tokens", type=positive_int, default=None, help="bytes for experiments 1 and 3 (default 4096)")
-    p.add_argument("--sweep-tokens", type=positive_int, default=None, help="bytes for experiment 2 (default 2048)")
+    p.add_argument("--sweep-tokens", type=positive_int, default=None, help="bytes for experiment 2 (default 4096)")
     p.add_argument("--shifts", type=positive_int, default=None, help="circular shifts in the null (default 19; one more is the decoy)")
     p.add_argument("--fdr", type=float, default=0.05)
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--n-layer", type=positive_int, default=None)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--bio-tokens", type=int, default=None,
+                   help="bytes for the brian2 biophysical rate run when that mode exists (default 16; 0: skip)")
     return p
 
 
@@ -433,14 +448,15 @@ def study_main(argv=None):
     s = StudySettings(
         out=args.out, checkpoint=args.checkpoint, text=args.text, concepts_file=args.concepts, seed=args.seed,
         quick=q, timesteps=args.timesteps, max_spikes=args.max_spikes, seq_len=args.seq_len if not q else min(args.seq_len, 128),
-        max_tokens=args.max_tokens or (384 if q else 4096), sweep_tokens=args.sweep_tokens or (256 if q else 2048),
+        max_tokens=args.max_tokens or (256 if q else 4096), sweep_tokens=args.sweep_tokens or (256 if q else 4096),
         token_ms=args.token_ms, dt_ms=args.dt_ms,
         taus_ms=tuple(args.taus_ms or ((1000.0,) if q else (300.0, 1000.0, 3000.0))),
         rates_cps=tuple(args.rates or ((10.0,) if q else (5.0, 10.0, 20.0))),
         freeze_after=tuple(args.freeze_after or ((32,) if q else (64,))),
         reset_every=tuple(args.reset_every or ((32,) if q else (32,))),
-        shifts=args.shifts or (6 if q else 19), fdr=args.fdr, top_k=args.top_k, n_layer=args.n_layer,
-        calibration_bytes=1024 if q else None,
+        shifts=args.shifts or (5 if q else 19), fdr=args.fdr, top_k=args.top_k, n_layer=args.n_layer,
+        calibration_bytes=1024 if q else None, layers=(0,) if q else None,
+        bio_tokens=args.bio_tokens if args.bio_tokens is not None else (0 if q else 16),
     )
     results = run_study(s, log=_log)
     for line in summary_lines(results):

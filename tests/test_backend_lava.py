@@ -205,3 +205,19 @@ def test_layer_norm_matches_torch():
 
     x = torch.randn(3, 4, 37, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 5 + 2
     torch.testing.assert_close(torch.from_numpy(np_layer_norm(x.numpy())), layer_norm(x), rtol=1e-12, atol=1e-13)
+
+
+def test_cli_save_lava_writes_a_rebuildable_graph(model_factory, tmp_path, run_cli):
+    net = small_net(model_factory, "gain", 1)
+    net.save(tmp_path / "net.bdhsnn")
+    text = tmp_path / "t.txt"
+    text.write_bytes(b"To be, or not to be")
+    code, stdout, stderr = run_cli("bdh-convert", "--load", tmp_path / "net.bdhsnn", "--backend", "lava",
+                                   "--text", text, "-T", "2", "--no-graded", "--save-lava", tmp_path / "g")
+    assert code == 0, stderr
+    graph = json.loads((tmp_path / "g" / "lava_graph.json").read_text())
+    assert graph["settings"]["timesteps"] == 2
+    ids = torch.tensor([list(b"To be, or not")])
+    again = lava_backend.simulate_saved(tmp_path / "g", ids, record=("counts",))
+    ref = bs.simulate(net, ids, backend="reference", timesteps=2, record=("counts", "margins"))
+    assert spike_differences(ref, again)["non_tie_differences"] == 0
