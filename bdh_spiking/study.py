@@ -68,18 +68,20 @@ class StudySettings:
     max_spikes: int = 4
     seq_len: int = 256
     max_tokens: int = 4096  # experiments 1 and 3
-    sweep_tokens: int = 2048  # experiment 2
+    sweep_tokens: int = 4096  # experiment 2
     token_ms: float = 100.0
     dt_ms: float = 1.0
     taus_ms: tuple = (300.0, 1000.0, 3000.0)
     rates_cps: tuple = (5.0, 10.0, 20.0)
     freeze_after: tuple = (64,)
     reset_every: tuple = (32,)
-    shifts: int = 8
+    shifts: int = 19
     fdr: float = 0.05
     top_k: int = 10
     n_layer: int | None = None
     calibration_bytes: int | None = None
+    layers: tuple | None = None  # experiment 1 analyses these layers (None: all)
+    bio_tokens: int = 16  # brian2 biophysical run (experiment 3) on this many bytes, when the mode exists
 
     def validate(self) -> "StudySettings":
         if not self.token_ms > 0 or not math.isfinite(self.token_ms):
@@ -192,12 +194,22 @@ def auroc_sparse(vals: np.ndarray, active: np.ndarray, lab: np.ndarray) -> np.nd
 
 
 def auroc_dense(values: np.ndarray, lab: np.ndarray) -> np.ndarray:
-    """AUROC of nonnegative values (K, T) against labels (T, M): zeros are ties (midrank)."""
-    out = np.empty((values.shape[0], lab.shape[1]))
-    for k in range(values.shape[0]):
-        active = np.nonzero(values[k] > 0)[0]
-        out[k] = auroc_sparse(values[k, active][None], active, lab)[0]
-    return out
+    """AUROC of nonnegative values (K, T) against labels (T, M); zeros tie (midrank), other ties
+    are broken by order. The vectorised twin of ``auroc_sparse`` (same numbers)."""
+    K, T = values.shape
+    z = (values <= 0).sum(1).astype(np.float64)  # K
+    keyed = np.where(values > 0, values, -1.0).astype(np.float32)
+    order = np.argsort(keyed, axis=1, kind="quicksort")
+    ranks = np.empty((K, T), dtype=np.float32)
+    np.put_along_axis(ranks, order, np.arange(1, T + 1, dtype=np.float32)[None].repeat(K, 0), axis=1)
+    ranks[values <= 0] = 0.0
+    labf = lab.astype(np.float32)
+    n1 = lab.sum(0).astype(np.float64)
+    n0 = T - n1
+    zero_pos = (values <= 0).astype(np.float32) @ labf  # K, M: positives with value 0
+    rank_sum = (ranks @ labf).astype(np.float64) + zero_pos * ((z + 1) / 2.0)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rank_sum - n1 * (n1 + 1) / 2.0) / (n1 * n0)
 
 
 def auroc_binary(count_pos: np.ndarray, count_all: np.ndarray, n1: float, n_tokens: int) -> np.ndarray:
@@ -206,17 +218,41 @@ def auroc_binary(count_pos: np.ndarray, count_all: np.ndarray, n1: float, n_toke
     return 0.5 + 0.5 * (count_pos / n1 - (count_all - count_pos) / n0)
 
 
-def pooled_null_pvalues(obs: np.ndarray, null: np.ndarray, strata: np.ndarray) -> np.ndarray:
+def null_reference(null: np.ndarray, strata: np.ndarray, rng: np.random.Generator | None = None,
+                   cap: int = 2_000_000) -> dict:
+    """Sorted pooled null AUROCs per stratum (at most ``cap`` values each, a seeded random subset)."""
+    refs = {}
+    order = np.argsort(strata, kind="stable")
+    bounds = np.searchsorted(strata[order], np.unique(strata))
+    for s, lo, hi in zip(np.unique(strata), bounds, list(bounds[1:]) + [strata.size]):
+        rows = order[lo:hi]
+        if rng is not None and rows.size * null.shape[1] > cap:  # a seeded subsample of candidates
+            pick = np.sort(rng.integers(0, rows.size, size=max(1, cap // null.shape[1])))
+            ref = null[rows[pick]].reshape(-1)
+        else:
+            ref = null[rows].reshape(-1)
+        ref = ref[np.isfinite(ref)]
+        refs[s] = np.sort(ref)
+    return refs
+
+
+def pooled_null_pvalues(obs: np.ndarray, null: np.ndarray | None, strata: np.ndarray, refs: dict | None = None) -> np.ndarray:
     """One-sided p-values (AUROC larger than chance) against the shuffled-label null pooled over
     all candidates of the same stratum: p = (1 + #null >= obs) / (1 + #null)."""
+    refs = refs if refs is not None else null_reference(null, strata)
     p = np.ones(obs.shape, dtype=np.float64)
-    for s in np.unique(strata):
-        idx = np.nonzero(strata == s)[0]
-        ref = np.sort(null[idx].reshape(-1))
-        ref = ref[np.isfinite(ref)]
-        if ref.size == 0:
+    order = np.argsort(strata, kind="stable")
+    keys = np.unique(strata)
+    bounds = np.searchsorted(strata[order], keys)
+    where = {k: order[lo:hi] for k, lo, hi in zip(keys, bounds, list(bounds[1:]) + [strata.size])}
+    for s, ref in refs.items():
+        idx = where.get(s)
+        if ref.size == 0 or idx is None:
             continue
-        ge = ref.size - np.searchsorted(ref, obs[idx], side="left")
+        q = obs[idx]
+        qo = np.argsort(q, kind="stable")  # sorted queries: a cache-friendly search
+        ge = np.empty(q.size)
+        ge[qo] = ref.size - np.searchsorted(ref, q[qo], side="left")
         p[idx] = (1.0 + ge) / (1.0 + ref.size)
     p[~np.isfinite(obs)] = 1.0
     return p
@@ -227,14 +263,11 @@ def benjamini_hochberg(p: np.ndarray, q: float) -> np.ndarray:
     m = p.size
     if m == 0:
         return np.zeros(0, dtype=bool)
-    order = np.argsort(p, kind="stable")
-    thresh = q * np.arange(1, m + 1) / m
-    below = p[order] <= thresh
-    keep = np.zeros(m, dtype=bool)
-    if below.any():
-        last = np.nonzero(below)[0].max()
-        keep[order[: last + 1]] = True
-    return keep
+    ps = np.sort(p)
+    below = np.nonzero(ps <= q * np.arange(1, m + 1) / m)[0]
+    if below.size == 0:
+        return np.zeros(m, dtype=bool)
+    return p <= ps[below.max()]
 
 
 def strata_of(fraction: np.ndarray, edges=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
@@ -242,13 +275,15 @@ def strata_of(fraction: np.ndarray, edges=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.
     return np.digitize(fraction, edges)
 
 
-def select(obs: np.ndarray, null: np.ndarray, activity: np.ndarray, q: float) -> dict:
+def select(obs: np.ndarray, null: np.ndarray, activity: np.ndarray, q: float, refs: dict | None = None,
+           rng: np.random.Generator | None = None) -> dict:
     """The whole test for one concept: p-values from the stratified pooled null, BH at q.
 
     obs (K,), null (K, S), activity (K,) fraction of tokens with a nonzero increment."""
     strata = strata_of(activity)
-    p = pooled_null_pvalues(obs, null, strata)
-    return {"p": p, "selective": benjamini_hochberg(p, q) & (obs > 0.5)}
+    refs = refs if refs is not None else null_reference(null, strata, rng)
+    p = pooled_null_pvalues(obs, None, strata, refs)
+    return {"p": p, "selective": benjamini_hochberg(p, q) & (obs > 0.5), "refs": refs}
 
 
 # ----------------------------------------------------------------------------------------
@@ -327,11 +362,18 @@ def increment_selectivity(act: Activity, cols: np.ndarray, progress=True) -> dic
     activity = np.empty(K, dtype=np.float32)
     r_all = pair_norms(act.a)  # Ttok, L, H, P
     bar = tqdm(total=L * H * P, desc=f"selectivity x->residual ({act.name})", disable=not progress, leave=False)
+    vectorised = Tt <= 1024  # small runs: one sort per head; large runs: only the active tokens, per pair
     for layer in range(L):
         xabs = np.abs(act.xres[:, layer])  # Ttok, D
         for h in range(H):
             r = r_all[:, layer, h]  # Ttok, P
             base = (layer * H + h) * D * P
+            if vectorised:
+                vals = (xabs.T[:, None, :] * r.T[None, :, :]).reshape(D * P, Tt)  # index d * P + k
+                au[base: base + D * P] = auroc_dense(vals, lab)
+                activity[base: base + D * P] = np.tile((r > 0).mean(0), D)
+                bar.update(P)
+                continue
             for k in range(P):
                 active = np.nonzero(r[:, k] > 0)[0]
                 vals = (xabs[active] * r[active, k][:, None]).T  # D, n
@@ -354,44 +396,52 @@ def sigma_selectivity(act: Activity, cols: np.ndarray) -> dict:
     C, S1 = cols.shape[1], cols.shape[2]
     obs, null, activity, ids, values = [], [], [], [], []
     iu = np.triu_indices(N, k=1)
+    flat_iu = torch.from_numpy(iu[0] * N + iu[1])
     n1 = cols.sum(0).astype(np.float64)  # C, S1
+    pos_lists = [[torch.from_numpy(np.nonzero(cols[:, c, s])[0]) for s in range(S1)] for c in range(C)]
     for layer in range(L):
         for h in range(H):
             a = torch.from_numpy(np.ascontiguousarray(act.a[:, layer, h]))
             b = (a > 0).float()
-            total = (b.T @ b).numpy()[iu]
-            sig = (a.T @ a).numpy()[iu]
-            keep = np.nonzero(total > 0)[0]
-            au = np.empty((keep.size, C, S1), dtype=np.float32)
+            total_t = (b.T @ b).reshape(-1)[flat_iu]
+            keep_t = torch.nonzero(total_t > 0).squeeze(1)
+            flat_keep = flat_iu[keep_t]
+            total = total_t[keep_t].double().numpy()
+            sig = (a.T @ a).reshape(-1)[flat_keep].numpy()
+            au = np.empty((keep_t.numel(), C, S1), dtype=np.float32)
             for c in range(C):
                 for s in range(S1):
-                    pos = torch.from_numpy(np.nonzero(cols[:, c, s])[0])
-                    bp = b[pos]
-                    cp = (bp.T @ bp).numpy()[iu][keep]
-                    au[:, c, s] = auroc_binary(cp, total[keep], n1[c, s], Tt)
+                    bp = b[pos_lists[c][s]]
+                    cp = (bp.T @ bp).reshape(-1)[flat_keep].double().numpy()
+                    au[:, c, s] = auroc_binary(cp, total, n1[c, s], Tt)
+            keep = keep_t.numpy()
             obs.append(au[:, :, 0])
             null.append(au[:, :, 1:])
-            activity.append(total[keep] / Tt)
+            activity.append(total / Tt)
             ids.append(np.stack([np.full(keep.size, layer), np.full(keep.size, h), iu[0][keep], iu[1][keep]], 1))
-            values.append(sig[keep])
+            values.append(sig)
     n_pairs = L * H * N * (N - 1) // 2
     return {"obs": np.concatenate(obs), "null": np.concatenate(null), "activity": np.concatenate(activity),
             "ids": np.concatenate(ids), "sigma": np.concatenate(values), "n_possible": n_pairs}
 
 
-def summarize_selectivity(res: dict, concepts: list[str], q: float, top_k: int, decode_id) -> dict:
+def summarize_selectivity(res: dict, concepts: list[str], q: float, top_k: int, decode_id,
+                          rng: np.random.Generator | None = None) -> dict:
     """Per concept: BH selection on the observed labels and on a decoy (one null shift taken out
     of the pool and tested like a concept)."""
     out = {}
     for c, name in enumerate(concepts):
         obs, null = res["obs"][:, c].astype(np.float64), res["null"][:, c].astype(np.float64)
-        sel = select(obs, null[:, 1:], res["activity"], q)
-        decoy = select(null[:, 0], null[:, 1:], res["activity"], q)
-        order = np.argsort(-np.nan_to_num(obs, nan=-1.0), kind="stable")[:top_k]
+        sel = select(obs, null[:, 1:], res["activity"], q, rng=rng)
+        decoy = select(null[:, 0], null[:, 1:], res["activity"], q, refs=sel["refs"])
+        score = np.nan_to_num(obs, nan=-1.0)
+        order = np.argpartition(-score, min(top_k, score.size - 1))[:top_k]
+        order = order[np.argsort(-score[order], kind="stable")]
         out[name] = {
             "candidates": int(np.isfinite(obs).sum()),
             "selective": int(sel["selective"].sum()),
             "decoy_selective": int(decoy["selective"].sum()),
+            "selective_above_own_null": int((sel["selective"] & (obs > np.nanmax(null[:, 1:], axis=1))).sum()),
             "max_auroc": float(np.nanmax(obs)),
             "null_auroc_p99": float(np.nanpercentile(null, 99)),
             "top": [{"synapse": decode_id(int(i)), "auroc": float(obs[i]), "p": float(sel["p"][i]),
@@ -534,20 +584,40 @@ def rates_summary(counts: np.ndarray, token_ms: float) -> dict:
 # ----------------------------------------------------------------------------------------
 # the study
 # ----------------------------------------------------------------------------------------
-def biophysical_status(net, ids) -> tuple[bool, str]:
-    """Does the brian2 backend offer mode 'biophysical'? Checked by asking it, at run time."""
-    from .backends import available, simulate
-    from .errors import BDHError
+def biophysical_status() -> tuple[bool, str]:
+    """Does the brian2 backend offer mode 'biophysical'? Checked at run time (module present and
+    simulator importable), without running it."""
+    import importlib.util
+
+    from .backends import available
 
     if not available("brian2"):
         return False, "brian2 backend unavailable (simulator not installed)"
-    try:
-        simulate(net, ids[:1, :2], backend="brian2", mode="biophysical", timesteps=2, coding="multispike")
-    except BDHError as exc:
-        return False, f"brian2 mode 'biophysical' not offered: {exc}"
-    except Exception as exc:  # a backend bug must not sink the study
-        return False, f"brian2 mode 'biophysical' failed: {type(exc).__name__}: {exc}"
+    if importlib.util.find_spec("bdh_spiking.backends.brian2_biophysical") is None:
+        return False, "the brian2 backend does not offer mode 'biophysical' in this version"
     return True, "brian2 mode 'biophysical' available"
+
+
+def biophysical_rates(net, ids, s: "StudySettings", disc_counts: dict, log: Log) -> dict:
+    """A short brian2 biophysical run (LIF neurons in physical units) at the study's token time:
+    its firing rates next to the discrete network's on the same tokens."""
+    from .backends import simulate
+
+    n = min(s.bio_tokens, ids.shape[1])
+    t0 = time.perf_counter()
+    r = simulate(net, ids[:1, :n], backend="brian2", mode="biophysical", timesteps=s.timesteps,
+                 coding="multispike", max_spikes=s.max_spikes, record=("counts",), progress=True,
+                 token_ms=s.token_ms)
+    wall = time.perf_counter() - t0
+    out = {"tokens": n, "wall_s": wall, "settings": {k: v for k, v in r.settings.items() if k != "biophysical"},
+           "params": r.settings.get("biophysical")}
+    for pop in ("x", "y"):
+        bio = r.records[f"{pop}_counts"][0].float().numpy()
+        out[pop] = {k: v for k, v in rates_summary(bio, s.token_ms).items() if not k.startswith("_")}
+        out[f"{pop}_discrete_same_tokens"] = {k: v for k, v in rates_summary(disc_counts[pop][:n], s.token_ms).items()
+                                              if not k.startswith("_")}
+    log(f"biophysical run: {n} tokens in {wall:.0f} s")
+    return out
 
 
 def load_inputs(s: StudySettings, log: Log):
@@ -613,7 +683,9 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
     results = {
         "meta": {
             "bdh_spiking": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "model": {"path": str(info["path"]), "format": info["format"], "config": info["config"]},
+            "model": {"path": str(info["path"]), "format": info["format"], "config": info["config"],
+                      "sha256": info.get("sha256"), "val_loss": (info.get("meta") or {}).get("val_loss"),
+                      "train_steps": (info.get("meta") or {}).get("steps")},
             "network": {"gating": net.gating, "v_init": net.v_init, "calibration": net.calibration.get("text"),
                         "calibration_bytes": net.calibration.get("bytes")},
             "backend": "reference", "text": text_name, "tokens": int(ids.numel()), "passages": n_win,
@@ -624,21 +696,15 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
             "concept_tokens": {c: int(labels[:, i].sum()) for i, c in enumerate(concepts)},
         }
     }
-    bio_ok, bio_msg = biophysical_status(net, ids)
+    bio_ok, bio_msg = biophysical_status()
     log(bio_msg)
     results["meta"]["biophysical"] = {"available": bio_ok, "message": bio_msg}
 
     # -- runs ---------------------------------------------------------------------------
-    log(f"dense run: {n_win} passages x {seq_len} bytes")
+    log(f"[{time.perf_counter() - started:.0f} s] dense run: {n_win} passages x {seq_len} bytes")
     runs = {"dense": dense_activity(model, net, ids, w)}
-    log(f"spiking run (reference, multispike, T={s.timesteps}, K={s.max_spikes})")
+    log(f"[{time.perf_counter() - started:.0f} s] spiking run (reference, multispike, T={s.timesteps}, K={s.max_spikes})")
     runs["spiking"] = spiking_activity(net, ids, w, s)
-    if bio_ok:
-        try:
-            runs["biophysical"] = spiking_activity(net, ids, w, s, backend="brian2", mode="biophysical",
-                                                   name="biophysical")
-        except Exception as exc:  # noqa: BLE001
-            results["meta"]["biophysical"]["run_error"] = f"{type(exc).__name__}: {exc}"
     Tt = ids.numel()
 
     # -- experiment 1 -------------------------------------------------------------------
@@ -647,6 +713,10 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
     exp1 = {"shifts": offsets[1:], "decoy_shift": offsets[0], "variants": {}}
     top_sets = {}
     for name, act in runs.items():
+        log(f"[{time.perf_counter() - started:.0f} s] experiment 1 on the {name} run")
+        lay = list(s.layers) if s.layers is not None else list(range(act.a.shape[1]))
+        full_act = act
+        act = dataclasses.replace(act, a=act.a[:, lay], xres=act.xres[:, lay])
         L, H, N = act.a.shape[1:]
         D, P = act.xres.shape[2], N // 2
         inc = increment_selectivity(act, cols)
@@ -655,12 +725,13 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
             k = i % P
             d = (i // P) % D
             h = (i // (P * D)) % H
-            return [i // (P * D * H), h, d, k]
+            return [lay[i // (P * D * H)], h, d, k]
 
         sig = sigma_selectivity(act, cols)
         sig_ids = sig["ids"]
-        summ_inc = summarize_selectivity(inc, concepts, s.fdr, s.top_k, dec_inc)
-        summ_sig = summarize_selectivity(sig, concepts, s.fdr, s.top_k, lambda i: [int(v) for v in sig_ids[i]])
+        summ_inc = summarize_selectivity(inc, concepts, s.fdr, s.top_k, dec_inc, rng)
+        summ_sig = summarize_selectivity(sig, concepts, s.fdr, s.top_k,
+                                         lambda i: [lay[int(sig_ids[i][0])]] + [int(v) for v in sig_ids[i][1:]], rng)
         exp1["variants"][name] = {
             "increments": {"candidates": int(inc["obs"].shape[0]), "per_concept": summ_inc},
             "sigma": {"stored_pairs": int(sig["obs"].shape[0]), "possible_pairs": int(sig["n_possible"]),
@@ -668,7 +739,8 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
                       "per_concept": summ_sig},
         }
         top_sets[name] = (summ_inc, summ_sig)
-        del inc, sig
+        exp1["layers"] = lay
+        del inc, sig, act, full_act
     overlaps = {}
     names = list(runs)
     for i in range(len(names)):
@@ -684,6 +756,7 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
     results["experiment1"] = exp1
 
     # -- experiment 2 -------------------------------------------------------------------
+    log(f"[{time.perf_counter() - started:.0f} s] experiment 2")
     n_sweep = max(1, min(n_win, s.sweep_tokens // seq_len))
     sweep_ids = ids[:n_sweep]
     units = collect_units(sweep_ids)
@@ -724,11 +797,13 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
         "table": table, "dense_intact": dense_tab["dense_intact"], "decay": decay_rows,
         "baseline": "frozen_from_start", "executor": "reference (discrete, multispike)",
     }
-    if bio_ok and "biophysical" in runs:
-        results["experiment2"]["biophysical_confirm"] = "not run (the biophysical intact run is in experiment 1)"
+    results["experiment2"]["biophysical_confirm"] = (
+        "not run: a brian2 biophysical run costs seconds per token (see experiment 3), too slow for the sweep"
+        if bio_ok else "not run: " + bio_msg)
 
     # -- experiment 3 -------------------------------------------------------------------
-    rate_src = runs.get("biophysical", runs["spiking"])
+    log(f"[{time.perf_counter() - started:.0f} s] experiment 3 and figures")
+    rate_src = runs["spiking"]
     rates = {"source": rate_src.name, "token_ms": s.token_ms,
              "conversion": "rate [Hz] = spikes per neuron per token / (token_ms / 1000)",
              "max_possible_hz": s.timesteps * s.max_spikes / (s.token_ms / 1000.0),
@@ -746,6 +821,14 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
                                             if isinstance(v, dict) else v) for k, v in rates.items()},
                               "sparsity": sparsity, "cortex_references": CORTEX_REFERENCES,
                               "cortex_band_hz": list(CORTEX_BAND_HZ)}
+    if bio_ok and s.bio_tokens > 0:
+        try:
+            results["experiment3"]["biophysical"] = biophysical_rates(
+                net, ids, s, {"x": runs["spiking"].x_counts, "y": runs["spiking"].y_counts}, log)
+        except Exception as exc:  # noqa: BLE001  (a backend failure must not sink the study)
+            results["experiment3"]["biophysical"] = {"error": f"{type(exc).__name__}: {exc}"}
+    else:
+        results["experiment3"]["biophysical"] = {"not_run": bio_msg if not bio_ok else "--bio-tokens 0"}
     results["meta"]["wall_s"] = time.perf_counter() - started
 
     # -- outputs ------------------------------------------------------------------------
@@ -869,10 +952,11 @@ def write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids
     save(fig, "rates_hist.png")
 
     # raster: exact per-step spikes of layer 0, head 0, first passage, recomputed from the currents
-    from .semantics import SimSettings, neuron_step
+    from .semantics import neuron_step
 
     act = runs["spiking"]
-    n_tok = min(seq_len, 48)
+    n_tok = min(seq_len, 24)
+    n_show = 64  # neurons shown
     xr = torch.as_tensor(act.xres[:n_tok, 0], dtype=torch.float64)
     cur = xr @ w["W_x"][0, 0]  # n_tok, N
     v = torch.full_like(cur, net.v_init)
@@ -886,15 +970,18 @@ def write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids
     check = int(np.abs(counts - np.array(_step_counts(cur, net.v_init, s))).max())
     results["experiment3"]["raster_count_check_max_diff"] = check
     fig, ax = plt.subplots(figsize=(11, 4))
-    ax.scatter(np.concatenate(times), np.concatenate(neurons), s=1, c="k", marker="|")
+    tt_all, nn_all = np.concatenate(times), np.concatenate(neurons)
+    keep = nn_all < n_show
+    ax.scatter(tt_all[keep], nn_all[keep], s=12, c="k", marker="|")
     text = bytes(ids[0, :n_tok].tolist()).decode("utf-8", "replace")
     for i, ch in enumerate(text):
-        ax.text((i + 0.5) * s.token_ms, -25, repr(ch)[1:-1], ha="center", fontsize=6)
+        ax.text((i + 0.5) * s.token_ms, -4, repr(ch)[1:-1], ha="center", fontsize=8)
+    for i in range(n_tok + 1):
+        ax.axvline(i * s.token_ms, color="grey", lw=0.3)
     ax.set_xlabel("time [ms]")
-    ax.set_ylabel("x neuron (layer 0, head 0)")
+    ax.set_ylabel(f"x neuron 0-{n_show - 1} (layer 0, head 0)")
     ax.set_title(f"spike raster, first {n_tok} characters (T={s.timesteps} steps per {s.token_ms:g} ms character)")
     save(fig, "raster.png")
-    SimSettings  # noqa: B018  (imported for documentation of the step semantics)
     return files
 
 
@@ -936,7 +1023,9 @@ def render_report(res: dict) -> str:
     L = []
     add = L.append
     add("# bdh-study report\n")
-    add(f"Model: `{m['model']['path']}` ({m['model']['format']} format), config `{m['model']['config']}`.  ")
+    add(f"Model: `{m['model']['path']}` ({m['model']['format']} format, sha256 {str(m['model'].get('sha256'))[:16]}..., "
+        f"{m['model'].get('train_steps')} training steps, recorded validation loss {m['model'].get('val_loss')}), "
+        f"config `{m['model']['config']}`.  ")
     add(f"Network: gating {m['network']['gating']}, v_init {m['network']['v_init']}, calibrated on "
         f"{m['network']['calibration']} ({m['network']['calibration_bytes']} bytes).  ")
     add(f"Backend: reference executor, mode discrete, multispike coding, T = {st['timesteps']} steps per character, "
@@ -962,14 +1051,19 @@ def render_report(res: dict) -> str:
         f"Benjamini-Hochberg at q = {st['fdr']}. The decoy column is one more circular shift, tested like a "
         "concept but kept out of the null: its discoveries estimate false positives.\n")
     e1 = res["experiment1"]
+    add(f"Layers analysed: {e1.get('layers')}; null shifts (tokens): {e1['shifts']}; decoy shift: {e1['decoy_shift']}. "
+        "'selective above own null' additionally requires the observed AUROC to exceed every shifted-label AUROC "
+        "of the same synapse.\n")
     for kind, title in (("increments", "(b) x->residual synapses"), ("sigma", "(a) sigma pairs")):
         add(f"### {title}\n")
-        add("| variant | concept | candidates | selective | decoy selective | max AUROC | null AUROC p99 | top synapse (AUROC) |")
-        add("|---|---|---|---|---|---|---|---|")
+        add("| variant | concept | candidates | selective | selective above own null | decoy selective | max AUROC | "
+            "null AUROC p99 | top synapse (AUROC) |")
+        add("|---|---|---|---|---|---|---|---|---|")
         for name, v in e1["variants"].items():
             for c, d in v[kind]["per_concept"].items():
                 top = d["top"][0] if d["top"] else None
-                add(f"| {name} | {c!r} | {d['candidates']} | {d['selective']} | {d['decoy_selective']} | "
+                add(f"| {name} | {c!r} | {d['candidates']} | {d['selective']} | {d['selective_above_own_null']} | "
+                    f"{d['decoy_selective']} | "
                     f"{_f(d['max_auroc'])} | {_f(d['null_auroc_p99'])} | "
                     f"{top['synapse'] if top else '-'} ({_f(top['auroc']) if top else '-'}) |")
         if kind == "sigma":
@@ -1019,6 +1113,18 @@ def render_report(res: dict) -> str:
         p = r[pop]
         add(f"| {pop} | {_f(p['mean_hz'], 2)} | {_f(p['median_hz'], 2)} | {_f(p['p90_hz'], 2)} | {_f(p['max_hz'], 1)} | "
             f"{p['silent_fraction_never']:.1%} | {p['silent_fraction_per_token']:.1%} | {p['in_cortical_band_fraction']:.1%} |")
+    bio = e3.get("biophysical", {})
+    if "x" in bio:
+        add(f"\nbrian2 biophysical run (LIF, physical units) on the first {bio['tokens']} bytes at {r['token_ms']:g} ms per "
+            f"byte ({bio['wall_s']:.0f} s wall), next to the discrete network on the same bytes:\n")
+        add("| population | biophysical mean Hz | biophysical never fire | discrete mean Hz (same bytes) | discrete never fire |")
+        add("|---|---|---|---|---|")
+        for pop in ("x", "y"):
+            b, d = bio[pop], bio[f"{pop}_discrete_same_tokens"]
+            add(f"| {pop} | {_f(b['mean_hz'], 2)} | {b['silent_fraction_never']:.1%} | {_f(d['mean_hz'], 2)} | "
+                f"{d['silent_fraction_never']:.1%} |")
+    else:
+        add(f"\nbrian2 biophysical run: {bio.get('error') or bio.get('not_run')}.")
     sp = e3["sparsity"]
     add(f"\nDense activation sparsity: x neurons > 0 in {sp['dense_x_active_fraction']:.1%} of (neuron, token) "
         f"(per layer {', '.join(f'{v:.1%}' for v in sp['dense_x_active_fraction_per_layer'])}); gated values > 0: "
