@@ -125,8 +125,8 @@ def test_invalid_options_raise_config_error():
     net = small_net("gain", 1, seed=8)
     ids = token_ids(1, 2)
     ok = SimSettings(timesteps=2, coding="rate")
-    with pytest.raises(ConfigError, match="biophysical"):
-        brian2_backend.simulate(net, ids, SimSettings(timesteps=2, mode="biophysical"))
+    with pytest.raises(ConfigError, match="biophysical"):  # a biophysical option in discrete mode
+        brian2_backend.simulate(net, ids, ok, token_ms=50)
     with pytest.raises(ConfigError, match="discrete"):
         bs.simulate(net, ids, backend="brian2", mode="fixed-point")
     with pytest.raises(ConfigError, match="CPU"):

@@ -44,6 +44,10 @@ from .base import Recorder, SimulationResult, accumulate_stats, check_record, ev
 NAME = "brian2"
 TARGETS = ("numpy", "cython")
 OPTIONS = ("target", "cache_dir")
+# mode 'biophysical' also takes its parameters (bdh_spiking/data/biophysical.toml) by name
+BIO_OPTIONS = ("params_file", "monitor_neurons", "monitor_dt_ms", "seed", "dt_ms", "token_ms", "schedule",
+               "tau_m_ms", "t_ref_ms", "max_rate_hz", "max_rate", "v_start", "noise", "tau_syn_ms", "rule",
+               "tau_pre_ms", "tau_post_ms")
 _BIG = 1e300  # initial margin (finite, so the exact min-select below never multiplies 0 * inf)
 # Cython is compiled without -ffast-math and without FMA contraction: v + I, S + x * q etc. must
 # round exactly as torch does.
@@ -380,17 +384,22 @@ def run_population(current: torch.Tensor, settings: SimSettings, v_init: float, 
 
 def simulate(net, ids, settings: SimSettings, device="cpu", record=(), plasticity=None, dtype=torch.float64,
              progress=False, **options) -> SimulationResult:
-    unknown = set(options) - set(OPTIONS)
+    from . import brian2_biophysical as bio
+
+    allowed = OPTIONS + (BIO_OPTIONS if settings.mode == "biophysical" else ())
+    unknown = set(options) - set(allowed)
     if unknown:
-        raise ConfigError(f"unknown brian2 backend option(s) {sorted(unknown)}: use {', '.join(OPTIONS)}")
+        only_bio = unknown & set(BIO_OPTIONS)
+        if only_bio and settings.mode != "biophysical":
+            raise ConfigError(f"brian2 backend option(s) {sorted(only_bio)} belong to mode 'biophysical' "
+                              f"(mode {settings.mode!r} asked for)")
+        raise ConfigError(f"unknown brian2 backend option(s) {sorted(unknown)}: use {', '.join(allowed)}")
     target = options.get("target", "numpy")
     if target not in TARGETS:
         raise ConfigError(f"unknown brian2 codegen target {target!r}: use one of {', '.join(TARGETS)}")
-    if settings.mode == "biophysical":
-        raise ConfigError("the brian2 backend's mode 'biophysical' is not implemented yet: use mode 'discrete'")
-    if settings.mode != "discrete":
-        raise ConfigError(f"the brian2 backend runs mode 'discrete' only (mode {settings.mode!r} is not "
-                          "implemented in it)")
+    if settings.mode not in ("discrete", "biophysical"):
+        raise ConfigError(f"the brian2 backend runs modes 'discrete' and 'biophysical' (mode {settings.mode!r} "
+                          "is not implemented in it)")
     if str(device) != "cpu":
         raise ConfigError(f"the brian2 backend runs on the CPU only (device {str(device)!r} asked for)")
     if dtype != torch.float64:
@@ -399,6 +408,8 @@ def simulate(net, ids, settings: SimSettings, device="cpu", record=(), plasticit
     ids = torch.as_tensor(ids, dtype=torch.int64)
     if ids.dim() == 1:
         ids = ids[None]
+    if settings.mode == "biophysical":  # LIF neurons in physical units: brian2_biophysical.py
+        return bio.simulate_biophysical(net, ids.cpu(), settings, plast, record, progress, options)
     check_record(record)  # validates the record keys early
     ex = Brian2Executor(net, settings, plast, record, progress, target, options.get("cache_dir"))
     return ex.run(ids.cpu())
