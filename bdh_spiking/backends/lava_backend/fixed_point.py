@@ -466,10 +466,7 @@ def run_cfg(procs: dict | None = None):
 
 
 def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False, how: str = "") -> SimulationResult:
-    from lava.magma.core.run_conditions import RunSteps
-    from tqdm.auto import tqdm
-
-    from .graph import RECORDABLE, _one_blas_thread, total_steps
+    from .graph import RECORDABLE, run_graph, total_steps
 
     started = time.perf_counter()
     record = tuple(record)
@@ -483,28 +480,7 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
     record_dir = tempfile.mkdtemp(prefix="bdh-lava-fxp-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     try:
         procs = build(net, spec, ids_np, record, record_dir)
-        steps = total_steps(spec, n)
-        period = spec["schedule"]["period_steps_per_token"]
-        sink = procs["sink"]
-        cfg = run_cfg(procs)
-        chunk = steps if not progress else period * 64
-        finished = False
-        try:
-            with _one_blas_thread(), tqdm(total=steps, desc="lava (fixed_pt)", unit="step", disable=not progress,
-                                          leave=False) as bar:
-                done = 0
-                while done < steps:
-                    k = min(chunk, steps - done)
-                    sink.run(condition=RunSteps(num_steps=k, blocking=True), run_cfg=cfg)
-                    done += k
-                    bar.update(k)
-            finished = True
-        finally:
-            try:
-                sink.stop()
-            except Exception:  # noqa: BLE001 - never mask the run's own error
-                if finished:
-                    raise
+        run_graph(procs, spec, n, run_cfg(procs), "lava (fixed_pt)", progress)
 
         def load(name):
             return np.load(os.path.join(record_dir, name))
@@ -537,7 +513,8 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
                            max_spikes=spec["settings"]["max_spikes"], mode=spec["settings"]["mode"])
     meta = {"timesteps": settings.timesteps, "coding": settings.coding, "max_spikes": settings.max_spikes,
             "mode": settings.mode, "gating": net.gating, "dtype": "int64", "device": "cpu",
-            "lava_timesteps": steps, "lava_timesteps_per_token": period,
+            "lava_timesteps": total_steps(spec, ids.shape[1]),
+            "lava_timesteps_per_token": spec["schedule"]["period_steps_per_token"],
             "lava_processes": len(spec["processes"]), "run_cfg": spec["lava"]["run_cfg"],
             "quantization": how, "saturations_per_layer": sat_layer}
     result = SimulationResult(logits=logits, stats=stats, records=records, backend="lava", settings=meta,

@@ -226,9 +226,6 @@ def run_cfg(procs: dict | None = None):
 
 def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False) -> SimulationResult:
     """Builds the graph described by ``spec`` for these token ids, runs it, collects the result."""
-    from lava.magma.core.run_conditions import RunSteps
-    from tqdm.auto import tqdm
-
     from .processes import record_shapes
 
     started = time.perf_counter()
@@ -243,28 +240,7 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
     record_dir = tempfile.mkdtemp(prefix="bdh-lava-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     try:
         procs = build(net, spec, ids_np, record, record_dir)
-        steps = total_steps(spec, n)
-        period = spec["schedule"]["period_steps_per_token"]
-        sink = procs["sink"]
-        cfg = run_cfg(procs)
-        chunk = steps if not progress else period * 64  # progress: one run call per 64 tokens
-        finished = False
-        try:
-            with _one_blas_thread(), tqdm(total=steps, desc="lava", unit="step", disable=not progress,
-                                          leave=False) as bar:
-                done = 0
-                while done < steps:
-                    k = min(chunk, steps - done)
-                    sink.run(condition=RunSteps(num_steps=k, blocking=True), run_cfg=cfg)
-                    done += k
-                    bar.update(k)
-            finished = True
-        finally:
-            try:
-                sink.stop()
-            except Exception:  # noqa: BLE001 - never mask the run's own error
-                if finished:
-                    raise
+        run_graph(procs, spec, n, run_cfg(procs), "lava", progress)
 
         def load(name):
             return np.load(os.path.join(record_dir, name))
@@ -295,7 +271,8 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
                            max_spikes=spec["settings"]["max_spikes"], mode=spec["settings"]["mode"])
     meta = {"timesteps": settings.timesteps, "coding": settings.coding, "max_spikes": settings.max_spikes,
             "mode": settings.mode, "gating": net.gating, "dtype": "float64", "device": "cpu",
-            "lava_timesteps": steps, "lava_timesteps_per_token": period,
+            "lava_timesteps": total_steps(spec, ids.shape[1]),
+            "lava_timesteps_per_token": spec["schedule"]["period_steps_per_token"],
             "lava_processes": len(spec["processes"]), "run_cfg": spec["lava"]["run_cfg"]}
     result = SimulationResult(logits=logits, stats=stats, records=records, backend="lava", settings=meta,
                               wall_s=time.perf_counter() - started)
@@ -316,6 +293,33 @@ def _one_blas_thread():
 
 
 # -- the backend entry point ----------------------------------------------------------------
+def run_graph(procs, spec, n: int, cfg, desc: str, progress: bool) -> None:
+    """Runs the built process graph for n tokens (one run call, or one per 64 tokens with a
+    progress bar) and stops it; a failure to stop never masks the run's own error."""
+    from lava.magma.core.run_conditions import RunSteps
+    from tqdm.auto import tqdm
+
+    steps = total_steps(spec, n)
+    chunk = steps if not progress else spec["schedule"]["period_steps_per_token"] * 64
+    sink = procs["sink"]
+    finished = False
+    try:
+        with _one_blas_thread(), tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False) as bar:
+            done = 0
+            while done < steps:
+                k = min(chunk, steps - done)
+                sink.run(condition=RunSteps(num_steps=k, blocking=True), run_cfg=cfg)
+                done += k
+                bar.update(k)
+        finished = True
+    finally:
+        try:
+            sink.stop()
+        except Exception:  # noqa: BLE001 - never mask the run's own error
+            if finished:
+                raise
+
+
 def simulate(net, ids, settings, device="cpu", record=(), plasticity=None, dtype=torch.float64,
              progress=False, **options):
     unknown = set(options) - set(OPTIONS)
