@@ -44,6 +44,8 @@ def main():
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--coding", default="multispike")
+    p.add_argument("--mode", choices=["discrete", "fixed-point"], default="discrete",
+                   help="fixed-point: reference and lava run the Loihi 2 integer semantics")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
@@ -54,13 +56,17 @@ def main():
     if args.config == "default":
         model = bs.load_model()
         net = bs.convert(model)
+        if args.mode == "fixed-point":
+            from bdh_spiking.conversion.quantize import quantize
+
+            net = quantize(net)
     else:
         model, net = official_size_network()
     model = model.to(device=device, dtype=dtype)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads)")
     print(f"device: {name} | torch {torch.__version__} | config {args.config} | dtype {args.dtype} | "
-          f"coding {args.coding} | {args.tokens} tokens per sequence")
+          f"coding {args.coding} | mode {args.mode} | {args.tokens} tokens per sequence")
     print(f"{'backend':>9} {'batch':>5} {'T':>3} {'tok/s':>9} {'dense mode':>10} {'dense tok/s':>11} {'ratio':>6} "
           f"{'dense-update tok/s':>18} {'event speed-up':>14}")
     for B in [int(b) for b in args.batch.split(",")]:
@@ -74,7 +80,7 @@ def main():
             for T in [int(t) for t in args.T.split(",")]:
                 def run(**opts):
                     return bs.simulate(net, ids, backend=backend, timesteps=T, coding=args.coding,
-                                       device=device, dtype=dtype, **opts)
+                                       mode=args.mode, device=device, dtype=dtype, **opts)
                 tps = B * args.tokens / timed(run, args.repeats)
                 extra = ""
                 if backend in ("snntorch", "norse"):
