@@ -146,8 +146,9 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
-class EnergyEntry:
-    """Energy of one event type: ``value`` joules per event, with its provenance."""
+class Entry:
+    """One sourced figure: ``value`` (joules per event for energy entries; a count, in bits or
+    bytes where the name says so, for capacity entries) with its provenance."""
 
     value: float
     source: str
@@ -158,17 +159,7 @@ class EnergyEntry:
     basis: str | None = None
 
 
-@dataclass(frozen=True)
-class CapacityEntry:
-    """One capacity figure (a count, in bits or bytes where the name says so)."""
-
-    value: float
-    source: str
-    year: int
-    assumption: bool = False
-    note: str = ""
-    verified: bool = True
-    basis: str | None = None
+EnergyEntry = CapacityEntry = Entry  # the two tables share one entry type
 
 
 @dataclass(frozen=True)
