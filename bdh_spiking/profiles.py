@@ -415,7 +415,7 @@ def _entry(fail, table: str, name: str, e: Any, vocabulary: dict[str, str], cls)
         fail(f"{where}.note is required when {which} (say where the number comes from and why)")
 
     return cls(
-        value=float(value) if cls is EnergyEntry else value,
+        value=float(value) if table == "energy" else value,  # capacities keep their integer counts
         source=source.strip(),
         year=year,
         assumption=flags["assumption"],
