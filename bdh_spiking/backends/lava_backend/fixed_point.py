@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -40,7 +38,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from ...conversion.quantize import LN_INPUT_BITS, SAT_KEYS, decay_int, ensure_quantized, oscillator_table, qparams
 from ...errors import ConfigError
 from ...semantics import Plasticity, SimSettings
-from ..base import EVENT_KEYS, SimulationResult, event_counts
+from ..base import SimulationResult, event_counts
 from .processes import LogitSink, record_shapes
 
 RUN_CFG = "Loihi2SimCfg(select_tag='fixed_pt')"
@@ -466,35 +464,16 @@ def run_cfg(procs: dict | None = None):
 
 
 def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False, how: str = "") -> SimulationResult:
-    from .graph import RECORDABLE, run_graph, total_steps
+    from .graph import execute, total_steps
 
     started = time.perf_counter()
     record = tuple(record)
-    unknown = set(record) - set(RECORDABLE)
-    if unknown:
-        raise ConfigError(f"cannot record {sorted(unknown)}: choose from {', '.join(RECORDABLE)}")
-    ids_np = ids.detach().cpu().numpy().astype(np.int64)
-    B, n = ids_np.shape
+    B, n, logits_np, rec, stats = execute(net, spec, ids, record, build, run_cfg, fixed_record_shapes,
+                                          "lava (fixed_pt)", progress)
     d = spec["dims"]
-    L, H, N, V = d["L"], d["H"], d["N"], d["V"]
-    record_dir = tempfile.mkdtemp(prefix="bdh-lava-fxp-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
-    try:
-        procs = build(net, spec, ids_np, record, record_dir)
-        run_graph(procs, spec, n, run_cfg(procs), "lava (fixed_pt)", progress)
-
-        def load(name):
-            return np.load(os.path.join(record_dir, name))
-
-        logits_np = load("sink_logits.npy")
-        rec = {key: [load(f"layer{i}_{key}.npy") for i in range(L)] for key in
-               fixed_record_shapes(n, B, H, N, d["D"], "decoded" in record, "margins" in record, "state" in record)}
-    finally:
-        shutil.rmtree(record_dir, ignore_errors=True)
+    L, V = d["L"], d["V"]
     scale = 2.0 ** spec["quantization"]["logit_scale_exp"]
     logits = torch.from_numpy(np.ascontiguousarray(logits_np.reshape(n, B, V).transpose(1, 0, 2))) * scale
-    stats_np = np.sum(rec["stats"], axis=0)
-    stats = {k: torch.from_numpy(np.ascontiguousarray(stats_np[:, :, i].T)).to(torch.float64)
-             for i, k in enumerate(EVENT_KEYS)}
 
     def per_neuron(name):
         return torch.from_numpy(np.ascontiguousarray(np.stack(rec[name], axis=2).transpose(1, 0, 2, 3, 4)))

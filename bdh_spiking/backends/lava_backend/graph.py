@@ -224,36 +224,43 @@ def run_cfg(procs: dict | None = None):
     return Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=models)
 
 
-def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False) -> SimulationResult:
-    """Builds the graph described by ``spec`` for these token ids, runs it, collects the result."""
-    from .processes import record_shapes
-
-    started = time.perf_counter()
-    record = tuple(record)
+def execute(net, spec: dict, ids: torch.Tensor, record: tuple, build_fn, cfg_fn, shapes_fn, desc: str,
+            progress: bool):
+    """Builds the process graph for these token ids (B, n), runs it and reads back what its processes
+    wrote to memory-mapped files: (B, n, logits (n, B*V), per-layer records, per-token stats)."""
     unknown = set(record) - set(RECORDABLE)
     if unknown:
         raise ConfigError(f"cannot record {sorted(unknown)}: choose from {', '.join(RECORDABLE)}")
     ids_np = ids.detach().cpu().numpy().astype(np.int64)
     B, n = ids_np.shape
     d = spec["dims"]
-    L, H, N, V = d["L"], d["H"], d["N"], d["V"]
     record_dir = tempfile.mkdtemp(prefix="bdh-lava-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     try:
-        procs = build(net, spec, ids_np, record, record_dir)
-        run_graph(procs, spec, n, run_cfg(procs), "lava", progress)
+        procs = build_fn(net, spec, ids_np, record, record_dir)
+        run_graph(procs, spec, n, cfg_fn(procs), desc, progress)
 
         def load(name):
             return np.load(os.path.join(record_dir, name))
 
         logits_np = load("sink_logits.npy")  # n, B*V
-        rec = {key: [load(f"layer{i}_{key}.npy") for i in range(L)] for key in
-               record_shapes(n, B, H, N, d["D"], "decoded" in record, "margins" in record, "state" in record)}
+        rec = {key: [load(f"layer{i}_{key}.npy") for i in range(d["L"])] for key in
+               shapes_fn(n, B, d["H"], d["N"], d["D"], "decoded" in record, "margins" in record, "state" in record)}
     finally:
         shutil.rmtree(record_dir, ignore_errors=True)
-    logits = torch.from_numpy(np.ascontiguousarray(logits_np.reshape(n, B, V).transpose(1, 0, 2)))
     stats_np = np.sum(rec["stats"], axis=0)  # n,B,6 summed over layers
     stats = {k: torch.from_numpy(np.ascontiguousarray(stats_np[:, :, i].T)).to(torch.float64)
              for i, k in enumerate(EVENT_KEYS)}
+    return B, n, logits_np, rec, stats
+
+
+def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False) -> SimulationResult:
+    """Builds the graph described by ``spec`` for these token ids, runs it, collects the result."""
+    from .processes import record_shapes
+
+    started = time.perf_counter()
+    record = tuple(record)
+    B, n, logits_np, rec, stats = execute(net, spec, ids, record, build, run_cfg, record_shapes, "lava", progress)
+    logits = torch.from_numpy(np.ascontiguousarray(logits_np.reshape(n, B, spec["dims"]["V"]).transpose(1, 0, 2)))
 
     def per_neuron(name):  # per layer (n,B,H,N) -> (B,n,L,H,N)
         return torch.from_numpy(np.ascontiguousarray(np.stack(rec[name], axis=2).transpose(1, 0, 2, 3, 4)))
