@@ -155,6 +155,14 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--brian2-target", choices=["auto", "cython", "numpy"], default="auto",
+                   help="Brian2 code generation: auto (default) = cython when a C compiler works, else numpy "
+                        "with a warning; compiled code is cached in ~/.cache/bdh-spiking/brian2")
+
+
+def backend_options(args) -> dict:
+    """Per-backend options from the shared flags."""
+    return {"brian2": {"target": args.brian2_target}}
 
 
 def simulation_args(args, timesteps=None):
@@ -291,7 +299,8 @@ def convert_main(argv=None):
         return run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtype, text_name, _log)
     report = compare(model, net, ids, backends=backends, timesteps=timesteps, codings=[args.coding],
                      include_graded=not args.no_graded, mode=args.mode, max_spikes=args.max_spikes,
-                     device=device, dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=_log)
+                     device=device, dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=_log,
+                     backend_options=backend_options(args))
     print(report.table())
     if args.save_lava:
         from .backends import load_backend
@@ -314,7 +323,7 @@ def convert_main(argv=None):
         print()
         print(estimate(model, net, ids, backends=backends, profiles=energy_profiles, timesteps=timesteps[-1],
                        coding=args.coding, mode=args.mode, max_spikes=args.max_spikes, device=device, dtype=dtype,
-                       text_name=text_name, log=_log).table())
+                       text_name=text_name, log=_log, backend_options=backend_options(args)).table())
     if args.generate:
         from .generate import generate
 
@@ -366,7 +375,7 @@ def energy_main(argv=None):
     model, net, ids, text_name = prepare_network(args)
     report = estimate(model, net, ids, backends=backends, profiles=profiles, timesteps=args.timesteps,
                       coding=args.coding, mode=args.mode, max_spikes=args.max_spikes, device=device, dtype=dtype,
-                      text_name=text_name, progress=True, log=_log)
+                      text_name=text_name, progress=True, log=_log, backend_options=backend_options(args))
     print(report.table())
     if args.json:
         report.to_json(args.json)

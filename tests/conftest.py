@@ -18,6 +18,9 @@ import torch
 from bdh_spiking.model import BDH, BDHConfig
 
 torch.set_num_threads(1)
+# Brian2's default target 'auto' compiles cython (~2 minutes cold); tests use numpy unless they
+# ask for cython (the slow tests do). Subprocesses inherit it.
+os.environ.setdefault("BDH_SPIKING_BRIAN2_TARGET", "numpy")
 
 TINY = dict(n_layer=2, n_embd=32, n_head=2, mlp_internal_dim_multiplier=4, dropout=0.0)
 

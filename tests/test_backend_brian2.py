@@ -7,6 +7,7 @@ under two minutes on a busy 2-core machine. The cython target is exercised by a 
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import pytest
@@ -179,3 +180,30 @@ def test_cython_target(coding):
     assert out.settings["cache_dir"] == str(brian2_backend.default_cache_dir())
     assert any(brian2_backend.default_cache_dir().glob("*.so"))
     assert not math.isnan(float(out.logits.sum()))
+
+
+def test_target_auto_follows_the_environment(monkeypatch):
+    monkeypatch.setenv(brian2_backend.TARGET_ENV, "numpy")
+    assert brian2_backend.resolve_target("auto") == "numpy"
+    assert brian2_backend.resolve_target(None) == "numpy"
+    monkeypatch.setenv(brian2_backend.TARGET_ENV, "fortran")
+    with pytest.raises(ConfigError, match="BDH_SPIKING_BRIAN2_TARGET"):
+        brian2_backend.resolve_target("auto")
+
+
+def test_no_c_compiler_falls_back_to_numpy_with_a_warning(tmp_path):
+    """A compiler that does not exist (CC/CXX) and an empty cache: 'auto' and 'cython' both fall
+    back to numpy, with one warning line; the simulation still runs."""
+    import subprocess
+    import sys
+
+    code = ("from bdh_spiking.backends import brian2_backend as b\n"
+            f"cache = {str(tmp_path / 'cache')!r}\n"
+            "print(b.resolve_target('auto', cache), b.resolve_target('cython', cache))\n")
+    env = {k: v for k, v in os.environ.items() if k != brian2_backend.TARGET_ENV}
+    env.update(CC=str(tmp_path / "no-cc"), CXX=str(tmp_path / "no-cxx"), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["numpy", "numpy"]
+    assert proc.stderr.count("falling back to the numpy target") == 1  # warned once per process
+    assert "Removing unsupported flag" not in proc.stderr  # Brian2's own noise is kept out

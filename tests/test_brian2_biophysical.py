@@ -183,7 +183,7 @@ def test_sweep_cli_writes_its_plot(run_cli, tmp_path):
     code, stdout, stderr = run_cli("bdh-convert", ckpt, "--calibration", calib, "--backend", "brian2", "--mode",
                                    "biophysical", "--max-tokens", "4", "--seq-len", "4", "--bio-params", params,
                                    "--sweep", "token-ms=20,60", "--plots", plots, "--json", out_json,
-                                   "--record", "spikes,weights")
+                                   "--record", "spikes,weights", "--brian2-target", "numpy")
     assert code == 0, stderr
     assert stdout.count("biophysical") >= 2 and "token-ms = 60" in stdout
     assert (plots / "fidelity_vs_token_ms.png").stat().st_size > 1000

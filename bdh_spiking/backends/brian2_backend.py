@@ -42,7 +42,9 @@ from ..semantics import (Plasticity, SimSettings, decode, fold_weights, layer_no
 from .base import Recorder, SimulationResult, accumulate_stats, check_record, event_counts, new_stats
 
 NAME = "brian2"
-TARGETS = ("numpy", "cython")
+TARGETS = ("auto", "cython", "numpy")
+# overrides what target 'auto' means (CI sets numpy: the cold cython compile takes ~2 minutes)
+TARGET_ENV = "BDH_SPIKING_BRIAN2_TARGET"
 OPTIONS = ("target", "cache_dir")
 # mode 'biophysical' also takes its parameters (bdh_spiking/data/biophysical.toml) by name
 BIO_OPTIONS = ("params_file", "monitor_neurons", "monitor_dt_ms", "seed", "dt_ms", "token_ms", "schedule",
@@ -57,6 +59,57 @@ _EXACT_GCC_ARGS = ["-w", "-O2", "-fno-fast-math", "-ffp-contract=off", "-std=c++
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "bdh-spiking" / "brian2"
+
+
+_CYTHON_OK: dict = {}  # cache dir -> (works, reason): the test compile runs once per process
+
+
+def _cython_works(cache: str) -> tuple[bool, str]:
+    if cache not in _CYTHON_OK:
+        import logging
+
+        from brian2.codegen.runtime.cython_rt.cython_rt import CythonCodeObject
+
+        # without a compiler Brian2 logs several multi-line warnings; ours is the one line below
+        loggers = [logging.getLogger(n) for n in ("brian2.codegen.runtime.cython_rt.cython_rt",
+                                                  "brian2.codegen.cpp_prefs")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            ok = bool(CythonCodeObject.is_available())
+        except Exception:  # noqa: BLE001 - any failure means "no working compiler"
+            ok = False
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+        _CYTHON_OK[cache] = (ok, "" if ok else "a test compilation with the C compiler failed")
+    return _CYTHON_OK[cache]
+
+
+def resolve_target(target: str | None, cache_dir=None) -> str:
+    """The codegen target to use: 'auto' (the default) is cython when a C compiler works, else
+    numpy with a warning; an explicit 'cython' without a compiler also falls back, with a warning.
+    The environment variable BDH_SPIKING_BRIAN2_TARGET sets what 'auto' means."""
+    target = target or "auto"
+    if target not in TARGETS:
+        raise ConfigError(f"unknown brian2 codegen target {target!r}: use one of {', '.join(TARGETS)}")
+    if target == "auto":
+        env = os.environ.get(TARGET_ENV, "").strip()
+        if env and env not in TARGETS:
+            raise ConfigError(f"{TARGET_ENV}={env!r} is not a brian2 codegen target: use one of {', '.join(TARGETS)}")
+        target = env or "auto"
+    if target == "numpy":
+        return "numpy"
+    cache = _configure("cython", cache_dir)
+    ok, why = _cython_works(cache)
+    if ok:
+        return "cython"
+    import warnings
+
+    warnings.warn(f"brian2: cython target unavailable ({why}; is a C compiler installed?): falling back to the "
+                  "numpy target, which is several times slower", RuntimeWarning, stacklevel=3)
+    return "numpy"
 
 
 def _configure(target: str, cache_dir) -> str:
@@ -394,9 +447,8 @@ def simulate(net, ids, settings: SimSettings, device="cpu", record=(), plasticit
             raise ConfigError(f"brian2 backend option(s) {sorted(only_bio)} belong to mode 'biophysical' "
                               f"(mode {settings.mode!r} asked for)")
         raise ConfigError(f"unknown brian2 backend option(s) {sorted(unknown)}: use {', '.join(allowed)}")
-    target = options.get("target", "numpy")
-    if target not in TARGETS:
-        raise ConfigError(f"unknown brian2 codegen target {target!r}: use one of {', '.join(TARGETS)}")
+    if options.get("target", "auto") not in TARGETS:
+        raise ConfigError(f"unknown brian2 codegen target {options['target']!r}: use one of {', '.join(TARGETS)}")
     if settings.mode not in ("discrete", "biophysical"):
         raise ConfigError(f"the brian2 backend runs modes 'discrete' and 'biophysical' (mode {settings.mode!r} "
                           "is not implemented in it)")
@@ -408,8 +460,9 @@ def simulate(net, ids, settings: SimSettings, device="cpu", record=(), plasticit
     ids = torch.as_tensor(ids, dtype=torch.int64)
     if ids.dim() == 1:
         ids = ids[None]
+    options = dict(options, target=resolve_target(options.get("target"), options.get("cache_dir")))
     if settings.mode == "biophysical":  # LIF neurons in physical units: brian2_biophysical.py
         return bio.simulate_biophysical(net, ids.cpu(), settings, plast, record, progress, options)
     check_record(record)  # validates the record keys early
-    ex = Brian2Executor(net, settings, plast, record, progress, target, options.get("cache_dir"))
+    ex = Brian2Executor(net, settings, plast, record, progress, options["target"], options.get("cache_dir"))
     return ex.run(ids.cpu())

@@ -537,7 +537,7 @@ def check_bio_record(record) -> set:
 
 
 def simulate_biophysical(net, ids, settings, plasticity, record, progress, options: dict) -> SimulationResult:
-    target = options.get("target", "numpy")
+    target = options["target"]  # resolved by brian2_backend.simulate
     check_bio_record(record)
     overrides = {k: v for k, v in options.items() if k in PARAMS or k in ALIASES}
     params = load_params(options.get("params_file"), **overrides)
@@ -665,6 +665,7 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
         raise ConfigError(f"--mode biophysical runs on --backend brian2 only (got {','.join(backends)})")
     base = {"token_ms": args.token_ms, "max_rate_hz": args.max_rate, "noise": args.noise}
     base = {k: v for k, v in base.items() if v is not None}
+    target = getattr(args, "brian2_target", "auto")
     if args.bio_params:
         base["params_file"] = args.bio_params
     record = [r.strip() for r in (args.record or "").split(",") if r.strip()]
@@ -686,7 +687,7 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
         report = compare(model, net, ids, backends=["brian2"], timesteps=timesteps, codings=[args.coding],
                          include_graded=False, mode="biophysical", max_spikes=args.max_spikes, device=device,
                          dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=log,
-                         backend_options={"reference": {"mode_check": False}, "brian2": opts})
+                         backend_options={"reference": {"mode_check": False}, "brian2": dict(opts, target=target)})
         params = load_params(opts.get("params_file"), **{k: x for k, x in opts.items() if k != "params_file"})
         for run in report.runs:  # coding and T do not apply: LIF neurons, windows of token_ms
             run.update(biophysical=params, coding="lif", timesteps=None)
