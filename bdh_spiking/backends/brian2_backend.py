@@ -149,6 +149,37 @@ def _neuron_code(coding: str, K: int) -> dict:
     return {"integrate": integrate + margin + select, "threshold": threshold, "reset": reset}
 
 
+def flat_broadcast(a: np.ndarray, shape: tuple, dtype=None) -> np.ndarray:
+    """a broadcast to shape, flattened: one allocation of the final size, no index grids."""
+    return np.broadcast_to(a if dtype is None else a.astype(dtype), shape).reshape(-1)
+
+
+def connectivity(L: int, B: int, H: int, D: int, N: int) -> dict:
+    """Flat (pre, post) int32 indices of the four projections of L layers x B batch rows.
+
+    Neurons are numbered row-major: residual units (l, b, d), x/y neurons (l, b, h, n), readout
+    units (l, b, h, d). E, E_v and hebb have synapse order (l, b, h, d, n), so a plastic state
+    read back views as (L, B, H, D, N); the decoder D has order (l, b, h, n, d). An official-size
+    network has 50 M synapses per projection: only the final index arrays are allocated."""
+    l, b, h, d, n = (np.arange(k).reshape([k if i == j else 1 for j in range(5)]) for i, k in enumerate((L, B, H, D, N)))
+    lb = l * B + b
+    shape = (L, B, H, D, N)
+    res_i = flat_broadcast(lb * D + d, shape, np.int32)
+    neu_i = flat_broadcast((lb * H + h) * N + n, shape, np.int32)
+    att_i = flat_broadcast((lb * H + h) * D + d, shape, np.int32)
+    # decoder order (l, b, h, n, d): swap the last two axes of the index expressions
+    dec_pre = flat_broadcast(((lb * H + h) * N + n).swapaxes(3, 4), (L, B, H, N, D), np.int32)
+    dec_post = flat_broadcast((lb * D + d).swapaxes(3, 4), (L, B, H, N, D), np.int32)
+    return {"E": (res_i, neu_i), "E_v": (att_i, neu_i), "hebb": (neu_i, att_i), "D": (dec_pre, dec_post)}
+
+
+def projection_weights(w: dict, L: int, B: int, H: int, D: int, N: int) -> dict:
+    """Folded weights in the synapse orders of connectivity()."""
+    return {"E": flat_broadcast(w["W_x"].numpy()[:, None], (L, B, H, D, N)),
+            "E_v": flat_broadcast(w["W_y"].numpy()[:, None], (L, B, H, D, N)),
+            "D": flat_broadcast(w["decoder"].numpy().reshape(1, 1, H, N, D), (L, B, H, N, D))}
+
+
 class Brian2Executor:
     name = NAME
 
@@ -199,37 +230,24 @@ class Brian2Executor:
         xg.gate = 1.0
         yg.gate = 1.0
 
-        # index helpers: (l, b, ...) flattened row-major
-        ar = np.arange
-        l_, b_, h_, d_, n_ = np.meshgrid(ar(L), ar(B), ar(H), ar(D), ar(N), indexing="ij")  # L,B,H,D,N
-        res_i = (l_ * B + b_) * D + d_
-        neu_i = ((l_ * B + b_) * H + h_) * N + n_
-        att_i = ((l_ * B + b_) * H + h_) * D + d_
-        Wx = self.w["W_x"].numpy()[:, None].repeat(B, 1)  # L,B,H,D,N
-        Wy = self.w["W_y"].numpy()[:, None].repeat(B, 1)
-
+        conn, weights = connectivity(L, B, H, D, N), projection_weights(self.w, L, B, H, D, N)
         E = b2.Synapses(res, xg, "w : 1 (constant)", on_pre={"drive": "z_post += w * x_pre"},
                         on_event={"drive": "drive"}, clock=self.clock, name="bdh_E", namespace=ns)
-        E.connect(i=res_i.ravel(), j=neu_i.ravel())
-        E.w = Wx.ravel()
         Ev = b2.Synapses(attn, yg, "w : 1 (constant)", on_pre={"vdrive": "z_post += w * un_pre"},
                          on_event={"vdrive": "vdrive"}, clock=self.clock, name="bdh_E_v", namespace=ns)
-        Ev.connect(i=att_i.ravel(), j=neu_i.ravel())
-        Ev.w = Wy.ravel()
         hebb = b2.Synapses(xg, attn, "S : 1\nkeep : 1 (shared)",
                            on_pre={"scale": "S = S * keep", "read": "u_post += S * q_pre",
                                    "write": "S = S + x_res_post * q_pre"},
                            on_event={"scale": "scale", "read": "read", "write": "write"},
                            clock=self.clock, name="bdh_hebb", namespace=ns)
-        hebb.connect(i=neu_i.ravel(), j=att_i.ravel())  # synapse order (l, b, h, d, n): S views as L,B,H,D,N
         # decoder: y neuron (l,b,h,n) -> residual unit (l,b,d), weight decoder[h*N + n, d]
-        dec = self.w["decoder"].numpy().reshape(H, N, D)
-        l2, b2_, h2, n2, d2 = np.meshgrid(ar(L), ar(B), ar(H), ar(N), ar(D), indexing="ij")
         Dsyn = b2.Synapses(yg, res, "w : 1 (constant)", on_pre={"emit": "m_post += w * g_pre"},
                            on_event={"emit": "emit"}, clock=self.clock, name="bdh_D", namespace=ns)
-        Dsyn.connect(i=(((l2 * B + b2_) * H + h2) * N + n2).ravel(), j=((l2 * B + b2_) * D + d2).ravel())
-        Dsyn.w = dec[None, None].repeat(L, 0).repeat(B, 1).ravel()
-
+        for key, syn in (("E", E), ("E_v", Ev), ("hebb", hebb), ("D", Dsyn)):
+            syn.connect(i=conn[key][0], j=conn[key][1])
+            if key in weights:
+                syn.w = weights[key]
+        del conn, weights
         self.groups = {"res": res, "attn": attn, "x": xg, "y": yg}
         self.synapses = {"E": E, "E_v": Ev, "hebb": hebb, "D": Dsyn}
         self.objects = [res, attn, xg, yg, *updaters, E, Ev, hebb, Dsyn]

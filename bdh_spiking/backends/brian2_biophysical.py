@@ -24,6 +24,7 @@ import torch
 from ..errors import ConfigError
 from ..semantics import Plasticity, SimSettings, layer_norm, oscillator_cos_sin, oscillator_payload
 from .base import RECORDABLE, Recorder, SimulationResult, accumulate_stats, event_counts, new_stats
+from .brian2_backend import _configure, connectivity, projection_weights
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -153,7 +154,6 @@ class BiophysicalExecutor:
 
     def __init__(self, net, settings: SimSettings, plasticity: Plasticity, record, progress, target, cache_dir,
                  params: dict, monitor_neurons: int = 8, monitor_dt_ms: float = 0.5):
-        from .brian2_backend import _configure
         from ..semantics import fold_weights
 
         self.net, self.s, self.p = net, settings, plasticity
@@ -219,31 +219,23 @@ class BiophysicalExecutor:
                             events={"emit": "emit_now > 0 and g != 0"})
         xg.gate, yg.gate, xg.post = 1.0, 1.0, 1.0
 
-        ar = np.arange
-        l_, b_, h_, d_, n_ = np.meshgrid(ar(L), ar(B), ar(H), ar(D), ar(N), indexing="ij")
-        res_i = (l_ * B + b_) * D + d_
-        neu_i = ((l_ * B + b_) * H + h_) * N + n_
-        att_i = ((l_ * B + b_) * H + h_) * D + d_
+        conn, weights = connectivity(L, B, H, D, N), projection_weights(self.w, L, B, H, D, N)
         E = b2.Synapses(res, xg, "w : 1 (constant)", on_pre={"drive": "z_post += w * x_pre"},
                         on_event={"drive": "drive"}, clock=self.clock, name="bdh_bio_E", namespace=ns)
-        E.connect(i=res_i.ravel(), j=neu_i.ravel())
-        E.w = self.w["W_x"].numpy()[:, None].repeat(B, 1).ravel()
         Ev = b2.Synapses(attn, yg, "w : 1 (constant)", on_pre={"vdrive": "z_post += w * un_pre"},
                          on_event={"vdrive": "vdrive"}, clock=self.clock, name="bdh_bio_E_v", namespace=ns)
-        Ev.connect(i=att_i.ravel(), j=neu_i.ravel())
-        Ev.w = self.w["W_y"].numpy()[:, None].repeat(B, 1).ravel()
         hebb = b2.Synapses(xg, attn, "S : 1\nkeep : 1 (shared)",
                            on_pre={"scale": "S = S * keep", "read": "u_post += S * q_pre",
                                    "write": "S = S + xw_post * qw_pre + dxw_post * qw2_pre"},
                            on_event={"scale": "scale", "read": "read", "write": "write"},
                            clock=self.clock, name="bdh_bio_hebb", namespace=ns)
-        hebb.connect(i=neu_i.ravel(), j=att_i.ravel())
-        dec = self.w["decoder"].numpy().reshape(H, N, D)
-        l2, b2_, h2, n2, d2 = np.meshgrid(ar(L), ar(B), ar(H), ar(N), ar(D), indexing="ij")
         Dsyn = b2.Synapses(yg, res, "w : 1 (constant)", on_pre={"emit": "m_post += w * g_pre"},
                            on_event={"emit": "emit"}, clock=self.clock, name="bdh_bio_D", namespace=ns)
-        Dsyn.connect(i=(((l2 * B + b2_) * H + h2) * N + n2).ravel(), j=((l2 * B + b2_) * D + d2).ravel())
-        Dsyn.w = dec[None, None].repeat(L, 0).repeat(B, 1).ravel()
+        for key, syn in (("E", E), ("E_v", Ev), ("hebb", hebb), ("D", Dsyn)):
+            syn.connect(i=conn[key][0], j=conn[key][1])
+            if key in weights:
+                syn.w = weights[key]
+        del conn, weights
         self.groups = {"res": res, "attn": attn, "x": xg, "y": yg}
         self.synapses = {"E": E, "E_v": Ev, "hebb": hebb, "D": Dsyn}
         self.objects = [res, attn, xg, yg, E, Ev, hebb, Dsyn]
