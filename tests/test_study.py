@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,28 +86,38 @@ def test_benjamini_hochberg_matches_definition():
     assert keep.tolist() == [True, True] + [False] * 8
 
 
-def test_freezing_removes_the_context_benefit_on_a_copy_task(model_factory):
-    """A random string presented twice: with intact plasticity the second copy's loss depends on
-    the plastic state; frozen from the start (no synaptic memory) the benefit is 0 by definition,
-    and freezing changes the repeated half's loss."""
-    from bdh_spiking.backends import simulate
-    from bdh_spiking.conversion import convert
+def test_freezing_removes_the_context_benefit_on_a_copy_task():
+    """A model that copies (tests/data/copy_model.pt, trained by tests/copy_task.py: a random
+    string of 8-20 letters repeated, period varying, so repeats can only be predicted by looking
+    up what followed the current letter earlier). Converted, on sequences it never saw: with
+    intact plasticity the repeats are predicted (loss falls by nats, as in the dense model);
+    without synaptic memory (frozen from the start, or reset every 4 tokens, shorter than any
+    period) the benefit is gone."""
+    import bdh_spiking as bs
+    from copy_task import copy_task
 
-    model = model_factory(seed=3)
-    rng = np.random.default_rng(0)
-    half = 48
-    s = rng.integers(97, 123, size=half)
-    ids = torch.as_tensor(np.concatenate([s, s]))[None]
-    net = convert(model, calibration=bytes(rng.integers(97, 123, size=512).astype(np.uint8)))
-    ce = {}
-    for name, plast in {"intact": None, "frozen_from_start": {"freeze_after": 0}}.items():
-        logits = simulate(net, ids, timesteps=8, coding="multispike", plasticity=plast).logits
-        ce[name] = study.token_losses(logits, ids)
-    units = {"first": [(0, list(range(1, half)))], "repeat": [(0, list(range(half + 1, 2 * half)))]}
-    table = study.memory_table(ce, units, "frozen_from_start", np.random.default_rng(0), n_boot=50)
-    assert table["frozen_from_start"]["context_benefit"] == 0.0
-    assert abs(table["intact"]["loss_repeat"] - table["frozen_from_start"]["loss_repeat"]) > 1e-3
-    assert np.isfinite(table["intact"]["context_benefit"])
+    model = bs.load_model(Path(__file__).parent / "data" / "copy_model.pt")
+    calib, _ = copy_task(16, np.random.default_rng(1))
+    net = bs.convert(model, calibration=bytes(calib[:, :64].astype(np.uint8).ravel()))
+    seqs, periods = copy_task(8, np.random.default_rng(2))  # other strings than the calibration's
+    ids = torch.from_numpy(seqs[:, :64])
+    # targets: byte p predicted from p-1; a repeat's first byte (p = period) has no predecessor to look up
+    units = {"first": [(b, list(range(1, p))) for b, p in enumerate(periods)],
+             "repeat": [(b, list(range(p + 1, 64))) for b, p in enumerate(periods)]}
+    conds = {"intact": None, "frozen_from_start": {"freeze_after": 0}, "reset_every_4": {"reset_every": 4}}
+    ce = {name: study.token_losses(bs.simulate(net, ids, timesteps=8, plasticity=p).logits, ids)
+          for name, p in conds.items()}
+    with torch.no_grad():
+        ce["dense"] = study.token_losses(model(ids)[0], ids)
+    table = study.memory_table(ce, units, "frozen_from_start", np.random.default_rng(0), n_boot=200)
+    intact, frozen, reset = table["intact"], table["frozen_from_start"], table["reset_every_4"]
+    assert intact["raw_benefit_ci95"][0] > 1.0, intact  # copying works in the spiking network
+    assert intact["context_benefit_ci95"][0] > 1.0
+    assert abs(intact["loss_repeat"] - table["dense"]["loss_repeat"]) < 0.1  # as in the dense model
+    for cond in (frozen, reset):  # no synaptic memory: repeats are no easier than first passes
+        lo, hi = cond["raw_benefit_ci95"]
+        assert lo < 0 < hi and abs(cond["raw_benefit"]) < 0.2, cond
+        assert cond["loss_repeat"] > intact["loss_repeat"] + 1.0
 
 
 def test_word_units_definition():
@@ -153,3 +164,54 @@ def test_quick_run_writes_report_matching_json(run_cli, tmp_path):
     m = re.search(r"exp2 intact: loss_repeat=([0-9.]+)", out)
     assert float(m.group(1)) == pytest.approx(res["experiment2"]["table"]["intact"]["loss_repeat"], abs=1e-4)
     assert f"Seed: {res['meta']['settings']['seed']}" in report
+
+
+def test_passage_window_prefers_balanced_windows():
+    labels = np.zeros((2 * 16, 1), dtype=bool)
+    labels[0:8] = True  # passage 0: concept fills bytes 0-7
+    labels[16 + 10:16 + 13] = True  # passage 1: three concept bytes
+    assert study.passage_window(labels, 16, 8) == (0, 4)  # bytes 4-11: four with, four without
+
+
+def test_increment_scores_rank_a_planted_synapse_first():
+    rng = np.random.default_rng(0)
+    T, L, H, N, D = 40, 1, 2, 8, 4
+    a = rng.random((T, L, H, N)) * 0.1
+    xres = rng.normal(size=(T, L, D)) * 0.1
+    lab = np.zeros(T, dtype=bool)
+    lab[::5] = True
+    a[lab, 0, 1, 4] = 2.0  # pair k=2 of head 1 fires on the concept
+    xres[lab, 0, 3] = 3.0  # residual unit d=3 is large there
+    scores = study.increment_scores(a, xres, lab)
+    P = N // 2
+    assert int(np.argmax(scores)) == ((0 * H + 1) * D + 3) * P + 2
+
+
+def test_biophysical_runs_on_a_tiny_network(model_factory):
+    """The brian2 biophysical window runs (numpy target): rates, the chosen memory points and the
+    passage-scale selectivity. Frozen from the start, the plastic read-out is 0 in both networks,
+    so their logits (and losses) must agree exactly."""
+    pytest.importorskip("brian2")
+    from bdh_spiking.conversion import convert
+    from bdh_spiking.semantics import fold_weights
+
+    model = model_factory(seed=5, n_layer=1, n_embd=16, mlp_internal_dim_multiplier=4)
+    rng = np.random.default_rng(0)
+    net = convert(model, calibration=bytes(rng.integers(97, 123, size=256).astype(np.uint8)))
+    text = b"the cat and the hat sat"
+    ids = torch.tensor(list(text))[None]
+    labels, _ = study.concept_labels(text, ["the", "hat"])
+    s = study.StudySettings(out="unused", bio_tokens=8, timesteps=2, taus_ms=(300.0,), top_k=3)
+    w = fold_weights(net, torch.device("cpu"), torch.float64)
+    out = study.biophysical_runs(model, net, ids, labels, ["the", "hat"], w, s, len(text), lambda *_: None)
+    mem = out["memory"]["loss_all"]
+    assert set(mem) == {"intact", "frozen_from_start", "decay_tau_300ms"}
+    assert mem["frozen_from_start"]["biophysical"] == pytest.approx(mem["frozen_from_start"]["reference"], abs=1e-9)
+    assert all(np.isfinite(r["biophysical"]) for r in mem.values())
+    assert out["x"]["mean_hz"] > 0 and out["tokens"] == 8
+    sel = out["selectivity"]
+    assert sel, "a balanced window holds at least one concept"
+    for d in sel.values():
+        assert set(d["top_k_overlap"]) == {"dense~reference", "dense~biophysical", "reference~biophysical"}
+        assert all(0.0 <= v <= 1.0 for v in d["top_k_overlap"].values())
+        assert len(d["top"]["biophysical"]) == 3
