@@ -598,25 +598,110 @@ def biophysical_status() -> tuple[bool, str]:
     return True, "brian2 mode 'biophysical' available"
 
 
-def biophysical_rates(net, ids, s: "StudySettings", disc_counts: dict, log: Log) -> dict:
-    """A short brian2 biophysical run (LIF neurons in physical units) at the study's token time:
-    its firing rates next to the discrete network's on the same tokens."""
+def passage_window(labels: np.ndarray, seq_len: int, n: int) -> tuple[int, int]:
+    """(passage, offset) of the n-byte window inside one passage whose concept-labelled bytes come
+    closest to half of it (earliest on ties): the biophysical runs are short, and a concept's
+    selectivity needs bytes with and without it."""
+    hit = labels.any(1).reshape(-1, seq_len).astype(np.int64)
+    csum = np.concatenate([np.zeros((hit.shape[0], 1), dtype=np.int64), np.cumsum(hit, 1)], 1)
+    sums = csum[:, n:] - csum[:, :-n]  # passages x (seq_len - n + 1)
+    balance = np.minimum(sums, n - sums)
+    p, off = np.unravel_index(int(np.argmax(balance)), balance.shape)
+    return int(p), int(off)
+
+
+def increment_scores(a_hat: np.ndarray, xres: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """Passage-scale selectivity of every x->residual synapse (l, h, d, k): mean frame-free increment
+    |x_t[d]| |q_t(pair k)| on the concept's bytes minus on the other bytes. a_hat (T, L, H, N),
+    xres (T, L, D), lab (T,) bool with both classes present. Returns (L*H*D*P,)."""
+    r = pair_norms(a_hat)  # T, L, H, P
+    inc = np.abs(xres)[:, :, None, :, None] * r[:, :, :, None, :]  # T, L, H, D, P
+    return (inc[lab].mean(0) - inc[~lab].mean(0)).reshape(-1)
+
+
+def biophysical_runs(model, net, ids, labels, concepts, w, s: "StudySettings", seq_len: int, log: Log) -> dict:
+    """The brian2 biophysical network on one short window, next to the reference executor (mode
+    discrete) and the dense model on the same bytes: firing rates (experiment 3), chosen points of
+    the memory sweep (intact, frozen from the start, decay with the first tau; experiment 2) and
+    passage-scale selectivity of the plastic synapses with top-k overlap (experiment 1)."""
     from .backends import simulate
 
-    n = min(s.bio_tokens, ids.shape[1])
-    t0 = time.perf_counter()
-    r = simulate(net, ids[:1, :n], backend="brian2", mode="biophysical", timesteps=s.timesteps,
-                 coding="multispike", max_spikes=s.max_spikes, record=("counts",), progress=True,
-                 token_ms=s.token_ms)
-    wall = time.perf_counter() - t0
-    out = {"tokens": n, "wall_s": wall, "settings": {k: v for k, v in r.settings.items() if k != "biophysical"},
-           "params": r.settings.get("biophysical")}
+    n = min(s.bio_tokens, seq_len)
+    p, off = passage_window(labels, seq_len, n)
+    wids = ids[p:p + 1, off:off + n]
+    lab = labels[p * seq_len + off: p * seq_len + off + n]
+    tau = float(s.taus_ms[0])
+    conds = {"intact": None, "frozen_from_start": {"freeze_after": 0},
+             f"decay_tau_{tau:g}ms": {"decay_tau_tokens": tau / s.token_ms}}
+    common = dict(timesteps=s.timesteps, coding="multispike", max_spikes=s.max_spikes)
+    out = {"tokens": n, "window": {"passage": p, "offset": off, "text": bytes(wids[0].tolist()).decode("latin-1")},
+           "token_ms": s.token_ms, "conditions": conds, "wall_s": {}}
+    runs = {}
+    for name, plast in conds.items():
+        rec = ("counts", "decoded") if name == "intact" else ()
+        t0 = time.perf_counter()
+        bio = simulate(net, wids, backend="brian2", mode="biophysical", record=rec, plasticity=plast,
+                       progress=True, token_ms=s.token_ms, **common)
+        out["wall_s"][name] = time.perf_counter() - t0
+        log(f"biophysical run '{name}': {n} bytes in {out['wall_s'][name]:.0f} s")
+        ref = simulate(net, wids, backend="reference", record=rec, plasticity=plast, **common)
+        runs[name] = {"biophysical": bio, "reference": ref}
+    intact = runs["intact"]
+    out["settings"] = {k: v for k, v in intact["biophysical"].settings.items() if k != "biophysical"}
+    out["params"] = intact["biophysical"].settings.get("biophysical")
+
+    # experiment 3: rates of the same bytes in both networks
+    counts = {src: {pop: r.records[f"{pop}_counts"][0].float().numpy() for pop in ("x", "y")}
+              for src, r in intact.items()}
     for pop in ("x", "y"):
-        bio = r.records[f"{pop}_counts"][0].float().numpy()
-        out[pop] = {k: v for k, v in rates_summary(bio, s.token_ms).items() if not k.startswith("_")}
-        out[f"{pop}_discrete_same_tokens"] = {k: v for k, v in rates_summary(disc_counts[pop][:n], s.token_ms).items()
-                                              if not k.startswith("_")}
-    log(f"biophysical run: {n} tokens in {wall:.0f} s")
+        out[pop] = {k: v for k, v in rates_summary(counts["biophysical"][pop], s.token_ms).items()
+                    if not k.startswith("_")}
+        out[f"{pop}_discrete_same_tokens"] = {k: v for k, v in rates_summary(counts["reference"][pop], s.token_ms)
+                                              .items() if not k.startswith("_")}
+
+    # experiment 2: chosen points of the sweep, loss over the window's targets
+    with torch.no_grad():
+        dense_loss = float(np.nanmean(token_losses(model(wids)[0], wids)))
+    memory = {}
+    for name in conds:
+        row = {src: float(np.nanmean(token_losses(r.logits, wids))) for src, r in runs[name].items()}
+        memory[name] = row
+    for name, row in memory.items():
+        for src in ("biophysical", "reference"):
+            row[f"{src}_minus_intact"] = row[src] - memory["intact"][src]
+    out["memory"] = {"loss_all": memory, "dense_intact": dense_loss}
+
+    # experiment 1: passage-scale selectivity, same statistic on the same bytes for each network
+    acts = {"dense": None, "reference": intact["reference"], "biophysical": intact["biophysical"]}
+    with torch.no_grad():
+        from .report import dense_reference
+
+        d = dense_reference(model, wids, chunk=n)
+    a_of = {"dense": d.a[0].float().numpy(), **{k: r.records["a_hat"][0].float().numpy()
+                                                for k, r in acts.items() if r is not None}}
+    g_of = {"dense": d.g, **{k: r.records["g_hat"] for k, r in acts.items() if r is not None}}
+    xres_of = {k: residual_inputs(wids, g, w)[0].float().numpy() for k, g in g_of.items()}
+    L, H, N = a_of["dense"].shape[1:]
+    D, P = xres_of["dense"].shape[-1], N // 2
+    sel = {}
+    for ci, c in enumerate(concepts):
+        y = lab[:, ci].astype(bool)
+        if not y.any() or y.all():
+            continue
+        scores = {k: increment_scores(a_of[k], xres_of[k], y) for k in a_of}
+        tops = {k: set(np.argsort(-v, kind="stable")[: s.top_k].tolist()) for k, v in scores.items()}
+        sel[c] = {
+            "concept_bytes": int(y.sum()),
+            "top": {k: [[int(i // (H * D * P)), int(i // (D * P) % H), int(i // P % D), int(i % P)]
+                        for i in np.argsort(-v, kind="stable")[: s.top_k]] for k, v in scores.items()},
+            "top_k_overlap": {f"{a}~{b}": len(tops[a] & tops[b]) / s.top_k
+                              for a, b in (("dense", "reference"), ("dense", "biophysical"),
+                                           ("reference", "biophysical"))},
+            "score_correlation": {f"{a}~{b}": float(np.corrcoef(scores[a], scores[b])[0, 1])
+                                  for a, b in (("dense", "reference"), ("dense", "biophysical"),
+                                               ("reference", "biophysical"))},
+        }
+    out["selectivity"] = sel
     return out
 
 
@@ -797,9 +882,19 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
         "table": table, "dense_intact": dense_tab["dense_intact"], "decay": decay_rows,
         "baseline": "frozen_from_start", "executor": "reference (discrete, multispike)",
     }
-    results["experiment2"]["biophysical_confirm"] = (
-        "not run: a brian2 biophysical run costs seconds per token (see experiment 3), too slow for the sweep"
-        if bio_ok else "not run: " + bio_msg)
+    bio = None
+    if bio_ok and s.bio_tokens > 0:
+        log(f"[{time.perf_counter() - started:.0f} s] brian2 biophysical runs ({s.bio_tokens} bytes x 3 conditions)")
+        try:
+            bio = biophysical_runs(model, net, ids, labels, concepts, w, s, seq_len, log)
+        except Exception as exc:  # noqa: BLE001  (a backend failure must not sink the study)
+            bio = {"error": f"{type(exc).__name__}: {exc}"}
+    not_run = {"not_run": bio_msg if not bio_ok else "--bio-tokens 0"} if bio is None else None
+    results["experiment2"]["biophysical_confirm"] = not_run or (
+        {"error": bio["error"]} if "error" in bio else
+        {k: bio[k] for k in ("tokens", "window", "token_ms", "conditions", "memory", "wall_s")})
+    exp1["biophysical"] = not_run or ({"error": bio["error"]} if "error" in bio else
+                                      {k: bio[k] for k in ("tokens", "window", "selectivity")})
 
     # -- experiment 3 -------------------------------------------------------------------
     log(f"[{time.perf_counter() - started:.0f} s] experiment 3 and figures")
@@ -821,14 +916,10 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
                                             if isinstance(v, dict) else v) for k, v in rates.items()},
                               "sparsity": sparsity, "cortex_references": CORTEX_REFERENCES,
                               "cortex_band_hz": list(CORTEX_BAND_HZ)}
-    if bio_ok and s.bio_tokens > 0:
-        try:
-            results["experiment3"]["biophysical"] = biophysical_rates(
-                net, ids, s, {"x": runs["spiking"].x_counts, "y": runs["spiking"].y_counts}, log)
-        except Exception as exc:  # noqa: BLE001  (a backend failure must not sink the study)
-            results["experiment3"]["biophysical"] = {"error": f"{type(exc).__name__}: {exc}"}
-    else:
-        results["experiment3"]["biophysical"] = {"not_run": bio_msg if not bio_ok else "--bio-tokens 0"}
+    results["experiment3"]["biophysical"] = not_run or (
+        {"error": bio["error"]} if "error" in bio else
+        {k: bio[k] for k in ("tokens", "window", "wall_s", "settings", "params", "x", "y", "x_discrete_same_tokens",
+                             "y_discrete_same_tokens")})
     results["meta"]["wall_s"] = time.perf_counter() - started
 
     # -- outputs ------------------------------------------------------------------------
@@ -993,6 +1084,11 @@ def _step_counts(cur, v_init, s):
     return c.numpy()
 
 
+def _window(b: dict) -> str:
+    w = b["window"]
+    return f"{b['tokens']} bytes (passage {w['passage']}, offset {w['offset']}: {w['text']!r})"
+
+
 def _f(v, nd=3):
     return "nan" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
 
@@ -1007,6 +1103,11 @@ def summary_lines(results: dict) -> list[str]:
     for cname, row in results["experiment2"]["table"].items():
         lines.append(f"exp2 {cname}: loss_repeat={_f(row['loss_repeat'], 4)} loss_first={_f(row['loss_first'], 4)} "
                      f"context_benefit={_f(row['context_benefit'], 4)}")
+    bc = results["experiment2"].get("biophysical_confirm", {})
+    if "memory" in bc:
+        lines.append("exp2 biophysical window: " + "; ".join(
+            f"{c} loss={_f(r['biophysical'], 4)} (reference {_f(r['reference'], 4)})"
+            for c, r in bc["memory"]["loss_all"].items()))
     r = results["experiment3"]["rates"]
     lines.append(f"exp3 rates ({r['source']}, {r['token_ms']:g} ms/char): x mean={_f(r['x']['mean_hz'], 3)} Hz "
                  f"silent={_f(r['x']['silent_fraction_never'], 4)}; y mean={_f(r['y']['mean_hz'], 3)} Hz "
@@ -1077,6 +1178,23 @@ def render_report(res: dict) -> str:
     for pair, ov in e1["top_k_overlap"].items():
         for kind in ("increments", "sigma"):
             add(f"| {pair} | {kind} | " + " | ".join(_f(ov[kind][c], 2) for c in m["concepts"]) + " |")
+    b1 = e1.get("biophysical", {})
+    if "selectivity" in b1:
+        add(f"\nSame synapses in the brian2 biophysical network? On {_window(b1)} (the window closest to half concept "
+            "bytes), each network's x->residual synapses are scored by their mean frame-free increment on the "
+            "concept's bytes minus on the other bytes (too few bytes for the AUROC null above); top-"
+            f"{st['top_k']} overlap and the correlation of the scores over all synapses:\n")
+        add("| concept | concept bytes | overlap dense~ref | dense~bio | ref~bio | corr dense~ref | dense~bio | ref~bio |")
+        add("|---|---|---|---|---|---|---|---|")
+        for c, d in b1["selectivity"].items():
+            o, r_ = d["top_k_overlap"], d["score_correlation"]
+            pairs = ("dense~reference", "dense~biophysical", "reference~biophysical")
+            add(f"| {c!r} | {d['concept_bytes']} | " + " | ".join(_f(o[k], 2) for k in pairs) + " | "
+                + " | ".join(_f(r_[k], 3) for k in pairs) + " |")
+        if not b1["selectivity"]:
+            add("(no concept both occurs in the window and leaves bytes without it)")
+    else:
+        add(f"\nBiophysical network: {b1.get('error') or b1.get('not_run')}.")
     add("\n![selective synapses](selectivity_counts.png)\n")
     add("![weight trajectories](trajectories.png)\n")
 
@@ -1101,6 +1219,21 @@ def render_report(res: dict) -> str:
         add(f"| {r['chars_per_s']:g} | {r['token_ms']:g} | {r['tau_ms']:g} | {r['tau_tokens']:g} | "
             f"{_f(r['context_benefit'])} |")
     add("\n![benefit vs tau](memory_vs_tau.png) ![benefit vs token time](memory_vs_token_time.png)\n")
+    bc = e2.get("biophysical_confirm", {})
+    if "memory" in bc:
+        mem = bc["memory"]
+        add(f"Chosen points in the brian2 biophysical network ({_window(bc)}, {bc['token_ms']:g} ms per byte), next to "
+            "the reference executor on the same bytes; loss over the window's targets (too few word repeats in "
+            "so short a window to split first/repeat, so the whole window's loss and its change against intact "
+            f"plasticity are compared). Dense model, intact: {_f(mem['dense_intact'])}.\n")
+        add("| condition | reference loss | biophysical loss | reference - intact | biophysical - intact |")
+        add("|---|---|---|---|---|")
+        for cname, row in mem["loss_all"].items():
+            add(f"| {cname} | {_f(row['reference'])} | {_f(row['biophysical'])} | {_f(row['reference_minus_intact'])} | "
+                f"{_f(row['biophysical_minus_intact'])} |")
+        add("")
+    else:
+        add(f"Biophysical confirmation: {bc.get('error') or bc.get('not_run')}.\n")
 
     add("## 3. Is the activity biological?\n")
     e3 = res["experiment3"]
@@ -1115,8 +1248,8 @@ def render_report(res: dict) -> str:
             f"{p['silent_fraction_never']:.1%} | {p['silent_fraction_per_token']:.1%} | {p['in_cortical_band_fraction']:.1%} |")
     bio = e3.get("biophysical", {})
     if "x" in bio:
-        add(f"\nbrian2 biophysical run (LIF, physical units) on the first {bio['tokens']} bytes at {r['token_ms']:g} ms per "
-            f"byte ({bio['wall_s']:.0f} s wall), next to the discrete network on the same bytes:\n")
+        add(f"\nbrian2 biophysical run (LIF, physical units) on {_window(bio)} at {r['token_ms']:g} ms per "
+            f"byte ({bio['wall_s']['intact']:.0f} s wall), next to the discrete network on the same bytes:\n")
         add("| population | biophysical mean Hz | biophysical never fire | discrete mean Hz (same bytes) | discrete never fire |")
         add("|---|---|---|---|---|")
         for pop in ("x", "y"):
