@@ -639,9 +639,10 @@ def biophysical_runs(model, net, ids, labels, concepts, w, s: "StudySettings", s
     runs = {}
     for name, plast in conds.items():
         rec = ("counts", "decoded") if name == "intact" else ()
+        monitors = ("spikes", "weights") if name == "intact" else ()  # the raster and weight figures
         t0 = time.perf_counter()
-        bio = simulate(net, wids, backend="brian2", mode="biophysical", record=rec, plasticity=plast,
-                       progress=True, token_ms=s.token_ms, **common)
+        bio = simulate(net, wids, backend="brian2", mode="biophysical", record=rec + monitors, plasticity=plast,
+                       progress=True, token_ms=s.token_ms, monitor_neurons=min(32, net.dims["N"]), **common)
         out["wall_s"][name] = time.perf_counter() - t0
         log(f"biophysical run '{name}': {n} bytes in {out['wall_s'][name]:.0f} s")
         ref = simulate(net, wids, backend="reference", record=rec, plasticity=plast, **common)
@@ -653,9 +654,12 @@ def biophysical_runs(model, net, ids, labels, concepts, w, s: "StudySettings", s
     # experiment 3: rates of the same bytes in both networks
     counts = {src: {pop: r.records[f"{pop}_counts"][0].float().numpy() for pop in ("x", "y")}
               for src, r in intact.items()}
+    out["_result"] = intact["biophysical"]  # for the figures; not written to results.json
+    out["_per_neuron_hz"] = {}
     for pop in ("x", "y"):
-        out[pop] = {k: v for k, v in rates_summary(counts["biophysical"][pop], s.token_ms).items()
-                    if not k.startswith("_")}
+        summary = rates_summary(counts["biophysical"][pop], s.token_ms)
+        out["_per_neuron_hz"][pop] = summary["_per_neuron"]
+        out[pop] = {k: v for k, v in summary.items() if not k.startswith("_")}
         out[f"{pop}_discrete_same_tokens"] = {k: v for k, v in rates_summary(counts["reference"][pop], s.token_ms)
                                               .items() if not k.startswith("_")}
 
@@ -925,7 +929,7 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
     # -- outputs ------------------------------------------------------------------------
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
-    figs = write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids, s, seq_len)
+    figs = write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids, s, seq_len, bio=bio)
     results["figures"] = figs
     from .fileio import atomic_write_text
 
@@ -949,7 +953,7 @@ def _jsonable(obj):
 # ----------------------------------------------------------------------------------------
 # figures and report
 # ----------------------------------------------------------------------------------------
-def write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids, s, seq_len) -> list[str]:
+def write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids, s, seq_len, bio=None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1035,6 +1039,13 @@ def write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids
         pos = r[r > 0]
         if pos.size:
             ax.hist(np.log10(pos), bins=50, alpha=0.5, label=f"{pop} neurons ({rates[pop]['silent_fraction_never']:.1%} silent)")
+    bio_ok = bio is not None and "_per_neuron_hz" in bio
+    for pop in ("x", "y") if bio_ok else ():
+        r = bio["_per_neuron_hz"][pop]
+        pos = r[r > 0]
+        if pos.size:
+            ax.hist(np.log10(pos), bins=50, histtype="step", lw=1.2, density=False,
+                    label=f"{pop}, brian2 biophysical ({bio['tokens']} bytes)")
     ax.axvspan(math.log10(CORTEX_BAND_HZ[0]), math.log10(CORTEX_BAND_HZ[1]), color="g", alpha=0.1,
                label="cortical mean rates ~0.1-10 Hz")
     ax.set_xlabel(f"log10 rate [Hz] (token = {s.token_ms:g} ms)")
@@ -1073,6 +1084,10 @@ def write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids
     ax.set_ylabel(f"x neuron 0-{n_show - 1} (layer 0, head 0)")
     ax.set_title(f"spike raster, first {n_tok} characters (T={s.timesteps} steps per {s.token_ms:g} ms character)")
     save(fig, "raster.png")
+    if bio_ok:
+        from .backends.brian2_biophysical import plot_monitors
+
+        files += [Path(f).name for f in plot_monitors(bio["_result"], out, prefix="biophysical")]
     return files
 
 
@@ -1270,4 +1285,9 @@ def render_report(res: dict) -> str:
     add(f"\nRaster: exact per-step spikes recomputed from the recorded currents (max count difference against the "
         f"run: {e3.get('raster_count_check_max_diff', 'n/a')}).\n")
     add("![rates](rates_hist.png)\n\n![raster](raster.png)\n")
+    if "biophysical_raster.png" in res.get("figures", []):
+        add("brian2 biophysical network on its window: spike raster of the first neurons of head 0 in every layer, "
+            "and fixed-frame plastic weights of a few synapses of every layer, token by token:\n")
+        add("\n\n".join(f"![biophysical {n}](biophysical_{n}.png)" for n in ("raster", "weights")
+                         if f"biophysical_{n}.png" in res["figures"]) + "\n")
     return "\n".join(L) + "\n"

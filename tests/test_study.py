@@ -215,3 +215,23 @@ def test_biophysical_runs_on_a_tiny_network(model_factory):
         assert set(d["top_k_overlap"]) == {"dense~reference", "dense~biophysical", "reference~biophysical"}
         assert all(0.0 <= v <= 1.0 for v in d["top_k_overlap"].values())
         assert len(d["top"]["biophysical"]) == 3
+
+
+def test_quick_run_with_the_biophysical_window(run_cli, tmp_path):
+    """--quick plus a 4-byte brian2 biophysical window (numpy target in tests; about a minute): the
+    three experiments' biophysical parts are in the JSON, the report and the printed lines."""
+    pytest.importorskip("brian2")
+    out_dir = tmp_path / "study"
+    rc, out, err = run_cli("bdh-study", "--quick", "--bio-tokens", "4", "--out", out_dir, timeout=1200)
+    assert rc == 0, err[-2000:]
+    res = json.loads((out_dir / "results.json").read_text())
+    report = (out_dir / "report.md").read_text()
+    mem = res["experiment2"]["biophysical_confirm"]["memory"]["loss_all"]
+    assert mem["frozen_from_start"]["biophysical"] == pytest.approx(mem["frozen_from_start"]["reference"], abs=1e-9)
+    assert res["experiment3"]["biophysical"]["tokens"] == 4
+    assert "selectivity" in res["experiment1"]["biophysical"]
+    assert "Chosen points in the brian2 biophysical network" in report
+    assert "Same synapses in the brian2 biophysical network?" in report
+    for fig in ("biophysical_raster.png", "biophysical_weights.png"):
+        assert fig in res["figures"] and (out_dir / fig).stat().st_size > 1000 and fig in report
+    assert out.splitlines() == study.summary_lines(res)

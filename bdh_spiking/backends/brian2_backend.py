@@ -28,6 +28,7 @@ Brian2 ``dt``; every variable dimensionless):
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -267,6 +268,9 @@ class Brian2Executor:
         B, Tn = ids.shape
         L, H, D, N = self.d["L"], self.d["H"], self.d["D"], self.d["N"]
         T = self.s.timesteps
+        # a previous run's Brian2 objects are reference cycles: free them before building the next
+        # network (at the official size each holds ~8 GB)
+        gc.collect()
         self.build(B)
         built = time.perf_counter()
         rec = Recorder(self.record, B, Tn, self.d, torch.float64)

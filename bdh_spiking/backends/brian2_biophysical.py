@@ -12,6 +12,7 @@ bdh_spiking/data/biophysical.toml (overridable). Specification: docs/spiking-sem
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import time
@@ -275,6 +276,9 @@ class BiophysicalExecutor:
         dt = par["dt_ms"]
         pipelined = par["schedule"] == "pipelined"
         trace_rule = par["rule"] == "trace"
+        # a previous run's Brian2 objects are reference cycles: free them before building the next
+        # network (at the official size each holds ~8 GB)
+        gc.collect()
         self.build(B)
         built = time.perf_counter()
         rec = Recorder(tuple(k for k in self.keys if k in RECORDABLE), B, Tn, self.d, torch.float64)
