@@ -176,7 +176,12 @@ def simulation_args(args, timesteps=None):
     for T in timesteps or []:
         SimSettings(timesteps=T, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode).validate()
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    return parse_backends(args.backend), resolve_device(args.device), dtype
+    backends = parse_backends(args.backend)
+    if "brian2" in backends:  # a bad target (or BDH_SPIKING_BRIAN2_TARGET) fails before any work
+        from .backends.brian2_backend import check_target
+
+        check_target(args.brian2_target)
+    return backends, resolve_device(args.device), dtype
 
 
 def prepare_network(args):
@@ -436,7 +441,8 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-layer", type=positive_int, default=None)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--bio-tokens", type=int, default=None,
-                   help="bytes for the brian2 biophysical rate run when that mode exists (default 16; 0: skip)")
+                   help="bytes of the window run in the brian2 biophysical network (3 plasticity conditions) when "
+                        "brian2 is installed (default 16; --quick: 0; 0 skips it)")
     return p
 
 

@@ -81,7 +81,7 @@ class StudySettings:
     n_layer: int | None = None
     calibration_bytes: int | None = None
     layers: tuple | None = None  # experiment 1 analyses these layers (None: all)
-    bio_tokens: int = 16  # brian2 biophysical run (experiment 3) on this many bytes, when the mode exists
+    bio_tokens: int = 16  # brian2 biophysical runs (all three experiments) on a window of this many bytes
 
     def validate(self) -> "StudySettings":
         if not self.token_ms > 0 or not math.isfinite(self.token_ms):
@@ -109,6 +109,12 @@ class StudySettings:
         for m in self.reset_every:
             if m < 1:
                 raise ConfigError(f"reset_every must be >= 1, got {m}")
+        if self.bio_tokens < 0:
+            raise ConfigError(f"--bio-tokens must be >= 0 (0 skips the biophysical runs), got {self.bio_tokens}")
+        if self.bio_tokens > 0:  # a bad BDH_SPIKING_BRIAN2_TARGET fails here, not after the reference runs
+            from .backends.brian2_backend import check_target
+
+            check_target("auto")
         return self
 
 
@@ -610,6 +616,15 @@ def passage_window(labels: np.ndarray, seq_len: int, n: int) -> tuple[int, int]:
     return int(p), int(off)
 
 
+def synapse_of(index: int, shape: tuple, layers=None) -> list[int]:
+    """Flat index of an x->residual synapse in (L, H, D, P) order -> [layer, head, d, pair k];
+    layers maps analysed layer positions to model layers (default: the same)."""
+    L, H, D, P = shape
+    layer = int(index // (H * D * P))
+    return [layers[layer] if layers is not None else layer, int(index // (D * P) % H), int(index // P % D),
+            int(index % P)]
+
+
 def increment_scores(a_hat: np.ndarray, xres: np.ndarray, lab: np.ndarray) -> np.ndarray:
     """Passage-scale selectivity of every x->residual synapse (l, h, d, k): mean frame-free increment
     |x_t[d]| |q_t(pair k)| on the concept's bytes minus on the other bytes. a_hat (T, L, H, N),
@@ -693,12 +708,15 @@ def biophysical_runs(model, net, ids, labels, concepts, w, s: "StudySettings", s
         if not y.any() or y.all():
             continue
         scores = {k: increment_scores(a_of[k], xres_of[k], y) for k in a_of}
-        tops = {k: set(np.argsort(-v, kind="stable")[: s.top_k].tolist()) for k, v in scores.items()}
+        # only synapses that respond more on the concept; fewer than top_k of them: overlap undefined
+        ranked = {k: [i for i in np.argsort(-v, kind="stable")[: s.top_k].tolist() if v[i] > 0]
+                  for k, v in scores.items()}
+        tops = {k: set(v) for k, v in ranked.items()}
         sel[c] = {
             "concept_bytes": int(y.sum()),
-            "top": {k: [[int(i // (H * D * P)), int(i // (D * P) % H), int(i // P % D), int(i % P)]
-                        for i in np.argsort(-v, kind="stable")[: s.top_k]] for k, v in scores.items()},
-            "top_k_overlap": {f"{a}~{b}": len(tops[a] & tops[b]) / s.top_k
+            "top": {k: [synapse_of(i, (L, H, D, P)) for i in v] for k, v in ranked.items()},
+            "top_k_overlap": {f"{a}~{b}": (len(tops[a] & tops[b]) / s.top_k
+                                           if min(len(tops[a]), len(tops[b])) == s.top_k else float("nan"))
                               for a, b in (("dense", "reference"), ("dense", "biophysical"),
                                            ("reference", "biophysical"))},
             "score_correlation": {f"{a}~{b}": float(np.corrcoef(scores[a], scores[b])[0, 1])
@@ -810,11 +828,8 @@ def run_study(s: StudySettings, log: Log = print) -> dict:
         D, P = act.xres.shape[2], N // 2
         inc = increment_selectivity(act, cols)
 
-        def dec_inc(i, D=D, P=P, H=H):
-            k = i % P
-            d = (i // P) % D
-            h = (i // (P * D)) % H
-            return [lay[i // (P * D * H)], h, d, k]
+        def dec_inc(i, shape=(L, H, D, P), lay=lay):
+            return synapse_of(i, shape, lay)
 
         sig = sigma_selectivity(act, cols)
         sig_ids = sig["ids"]

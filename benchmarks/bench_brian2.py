@@ -56,6 +56,8 @@ def build_network(config: dict):
         model = bs.load_model()
         return bs.convert(model), model
     torch.manual_seed(0)
+    if (config["n_neurons"] * config["n_head"]) % config["n_embd"]:
+        raise SystemExit(f"n per head x heads must be a multiple of d (BDH's multiplier): {config}")
     mult = config["n_neurons"] * config["n_head"] // config["n_embd"]
     model = BDH(BDHConfig(n_layer=config["n_layer"], n_embd=config["n_embd"], n_head=config["n_head"],
                           mlp_internal_dim_multiplier=mult, dropout=0.0)).eval()
@@ -98,7 +100,10 @@ def spawn(spec: dict, timeout: float) -> dict:
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"error": f"exit {proc.returncode}: {tail[:160]}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        return {"error": "the run printed no result"}
+    return json.loads(lines[-1])
 
 
 RUNS = {

@@ -189,6 +189,16 @@ def test_target_auto_follows_the_environment(monkeypatch):
     monkeypatch.setenv(brian2_backend.TARGET_ENV, "fortran")
     with pytest.raises(ConfigError, match="BDH_SPIKING_BRIAN2_TARGET"):
         brian2_backend.resolve_target("auto")
+    assert brian2_backend.check_target("numpy") == "numpy"  # an explicit target ignores the variable
+
+
+def test_bad_target_environment_fails_before_any_work(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv(brian2_backend.TARGET_ENV, "fortran")
+    want = ["error: BDH_SPIKING_BRIAN2_TARGET='fortran' is not a brian2 codegen target: use one of auto, cython, numpy"]
+    rc, out, err = run_cli("bdh-convert", "--backend", "brian2", "--max-tokens", "8", timeout=120)
+    assert rc == 2 and err.strip().splitlines() == want and out == ""
+    rc, out, err = run_cli("bdh-study", "--quick", "--bio-tokens", "4", "--out", tmp_path / "s", timeout=120)
+    assert rc == 2 and err.strip().splitlines() == want and not (tmp_path / "s").exists()
 
 
 def test_no_c_compiler_falls_back_to_numpy_with_a_warning(tmp_path):
@@ -199,11 +209,12 @@ def test_no_c_compiler_falls_back_to_numpy_with_a_warning(tmp_path):
 
     code = ("from bdh_spiking.backends import brian2_backend as b\n"
             f"cache = {str(tmp_path / 'cache')!r}\n"
-            "print(b.resolve_target('auto', cache), b.resolve_target('cython', cache))\n")
+            "first = b.resolve_target('auto', cache)\n"
+            "print(first, b.resolve_target('cython', cache))\n")
     env = {k: v for k, v in os.environ.items() if k != brian2_backend.TARGET_ENV}
     env.update(CC=str(tmp_path / "no-cc"), CXX=str(tmp_path / "no-cxx"), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["numpy", "numpy"]
-    assert proc.stderr.count("falling back to the numpy target") == 1  # warned once per process
+    assert proc.stderr.count("falling back to the numpy target") == 1  # warned once per process, not per call
     assert "Removing unsupported flag" not in proc.stderr  # Brian2's own noise is kept out

@@ -62,10 +62,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "bdh-spiking" / "brian2"
 
 
-_CYTHON_OK: dict = {}  # cache dir -> (works, reason): the test compile runs once per process
+_CYTHON_OK: dict = {}  # cache dir -> (works, reason): the test compile runs (and warns) once per process
 
 
 def _cython_works(cache: str) -> tuple[bool, str]:
+    """(works, reason); the first failure in a process also warns (one line), later calls do not."""
     if cache not in _CYTHON_OK:
         import logging
 
@@ -85,13 +86,18 @@ def _cython_works(cache: str) -> tuple[bool, str]:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
         _CYTHON_OK[cache] = (ok, "" if ok else "a test compilation with the C compiler failed")
+        if not ok:
+            import warnings
+
+            warnings.warn("brian2: cython target unavailable (a test compilation with the C compiler failed; is a "
+                          "C compiler installed?): falling back to the numpy target, which is several times slower",
+                          RuntimeWarning, stacklevel=4)
     return _CYTHON_OK[cache]
 
 
-def resolve_target(target: str | None, cache_dir=None) -> str:
-    """The codegen target to use: 'auto' (the default) is cython when a C compiler works, else
-    numpy with a warning; an explicit 'cython' without a compiler also falls back, with a warning.
-    The environment variable BDH_SPIKING_BRIAN2_TARGET sets what 'auto' means."""
+def check_target(target: str | None = "auto") -> str:
+    """Validates a target name and, for 'auto', the environment variable; compiles nothing (the CLIs
+    call it before any work)."""
     target = target or "auto"
     if target not in TARGETS:
         raise ConfigError(f"unknown brian2 codegen target {target!r}: use one of {', '.join(TARGETS)}")
@@ -100,17 +106,17 @@ def resolve_target(target: str | None, cache_dir=None) -> str:
         if env and env not in TARGETS:
             raise ConfigError(f"{TARGET_ENV}={env!r} is not a brian2 codegen target: use one of {', '.join(TARGETS)}")
         target = env or "auto"
+    return target
+
+
+def resolve_target(target: str | None, cache_dir=None) -> str:
+    """The codegen target to use: 'auto' (the default) is cython when a C compiler works, else
+    numpy with a warning; an explicit 'cython' without a compiler also falls back, with a warning.
+    The environment variable BDH_SPIKING_BRIAN2_TARGET sets what 'auto' means."""
+    target = check_target(target)
     if target == "numpy":
         return "numpy"
-    cache = _configure("cython", cache_dir)
-    ok, why = _cython_works(cache)
-    if ok:
-        return "cython"
-    import warnings
-
-    warnings.warn(f"brian2: cython target unavailable ({why}; is a C compiler installed?): falling back to the "
-                  "numpy target, which is several times slower", RuntimeWarning, stacklevel=3)
-    return "numpy"
+    return "cython" if _cython_works(_configure("cython", cache_dir))[0] else "numpy"
 
 
 def _configure(target: str, cache_dir) -> str:

@@ -711,7 +711,7 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
         settings = SimSettings(timesteps=timesteps[-1], coding=args.coding, max_spikes=args.max_spikes,
                                mode="biophysical")
         log(f"monitor run (first sequence, {ids.shape[1]} tokens): {', '.join(record)}")
-        result = b2_simulate(net, ids[:1], settings, record=tuple(record), **base)
+        result = b2_simulate(net, ids[:1], settings, record=tuple(record), target=target, **base)
         if args.plots:
             for path in plot_monitors(result, args.plots):
                 log(f"wrote {path}")
