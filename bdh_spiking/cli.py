@@ -442,7 +442,7 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--bio-tokens", type=int, default=None,
                    help="bytes of the window run in the brian2 biophysical network (3 plasticity conditions) when "
-                        "brian2 is installed (default 16; --quick: 0; 0 skips it)")
+                        "brian2 is installed (default 32; --quick: 0; 0 skips it)")
     return p
 
 
@@ -471,7 +471,7 @@ def study_main(argv=None):
         reset_every=tuple(args.reset_every or ((32,) if q else (32,))),
         shifts=args.shifts or (5 if q else 19), fdr=args.fdr, top_k=args.top_k, n_layer=args.n_layer,
         calibration_bytes=1024 if q else None, layers=(0,) if q else None,
-        bio_tokens=args.bio_tokens if args.bio_tokens is not None else (0 if q else 16),
+        bio_tokens=args.bio_tokens if args.bio_tokens is not None else (0 if q else 32),
     )
     results = run_study(s, log=_log)
     for line in summary_lines(results):

@@ -81,7 +81,7 @@ class StudySettings:
     n_layer: int | None = None
     calibration_bytes: int | None = None
     layers: tuple | None = None  # experiment 1 analyses these layers (None: all)
-    bio_tokens: int = 16  # brian2 biophysical runs (all three experiments) on a window of this many bytes
+    bio_tokens: int = 32  # brian2 biophysical runs (all three experiments) on a window of this many bytes
 
     def validate(self) -> "StudySettings":
         if not self.token_ms > 0 or not math.isfinite(self.token_ms):

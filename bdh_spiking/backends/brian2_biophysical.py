@@ -150,6 +150,47 @@ def bio_decode(counts: torch.Tensor, theta: torch.Tensor, max_rate_hz: float, wi
     return counts * theta / (max_rate_hz * window_eff_ms / 1000.0)
 
 
+_TMAX_S = 1e6  # longest interspike interval of the rate curve, s (a bound, never reached in practice)
+
+
+def _lif_drive_numpy(I, win, inv_rmax, neg_tref, tmax, inv_tau_m):
+    I = np.asarray(I, dtype=np.float64)
+    on = (I > 0) & (np.asarray(win) > 0)
+    mu = np.zeros(np.broadcast(I, on).shape)
+    x = np.clip(neg_tref + inv_rmax / np.clip(np.broadcast_to(I, on.shape)[on], 1e-9, 1.0), 0.0, tmax)
+    mu[on] = 1.0 / (1.0 - np.exp(inv_tau_m * (-x)))
+    return mu
+
+
+# Same operations in the same order as the numpy form (and as Brian2 compiled the former inline
+# expression), so the drive inside a window is unchanged; the branch skips the exp when idle.
+_LIF_DRIVE_CYTHON = """
+cdef double lif_drive(double I, double win, double inv_rmax, double neg_tref, double tmax, double inv_tau_m):
+    cdef double c, x
+    if I <= 0 or win <= 0:
+        return 0.0
+    c = I
+    if c < 1e-9:
+        c = 1e-9
+    if c > 1.0:
+        c = 1.0
+    x = neg_tref + inv_rmax / c
+    if x < 0.0:
+        x = 0.0
+    if x > tmax:
+        x = tmax
+    return 1.0 / (1.0 - exp(inv_tau_m * (-x)))
+"""
+
+
+def _make_lif_drive():
+    from brian2 import Function
+
+    f = Function(_lif_drive_numpy, arg_units=[1] * 6, return_unit=1, arg_types=["float"] * 6, return_type="float")
+    f.implementations.add_implementation("cython", _LIF_DRIVE_CYTHON, name="lif_drive")
+    return f
+
+
 class BiophysicalExecutor:
     name = "brian2"
 
@@ -172,21 +213,28 @@ class BiophysicalExecutor:
 
     def build(self, B: int):
         import brian2 as b2
-        from brian2 import ms, second, Hz
+        from brian2 import ms
+
+        lif_drive = _make_lif_drive()
 
         L, H, D, N = self.d["L"], self.d["H"], self.d["D"], self.d["N"]
         par = self.par
         self.B = B
         self.clock = b2.Clock(dt=par["dt_ms"] * ms, name="bdh_bio_clock")
-        ns = {"tau_m": par["tau_m_ms"] * ms, "tau_syn": par["tau_syn_ms"] * ms, "rmax": par["max_rate_hz"] * Hz,
-              "tref": par["t_ref_ms"] * ms, "sigma": par["noise"], "tau_pre": par["tau_pre_ms"] * ms,
-              "tau_post": par["tau_post_ms"] * ms, "tmax": 1e6 * second}
+        tau_m_s, rmax = par["tau_m_ms"] / 1000.0, par["max_rate_hz"]
+        ns = {"tau_m": par["tau_m_ms"] * ms, "tau_syn": par["tau_syn_ms"] * ms, "sigma": par["noise"],
+              "tau_pre": par["tau_pre_ms"] * ms, "tau_post": par["tau_post_ms"] * ms, "lif_drive": lif_drive,
+              # the rate curve's constants in SI units, as Brian2 would fold them
+              "inv_rmax": 1.0 / rmax, "neg_tref": -(par["t_ref_ms"] / 1000.0), "tmax": _TMAX_S,
+              "inv_tau_m": 1.0 / tau_m_s}
         noise = " + sigma * sqrt(2 / tau_m) * xi" if par["noise"] > 0 else ""
         # mu: the drive for which the LIF rate is rmax * I (I in [0, 1], threshold units); 0 for I <= 0
+        # and outside the population's window (an idle population relaxes to rest: most neurons are
+        # idle at any time, and lif_drive skips the exp for them)
         lif = f"""
         dv/dt = (mu - v) / tau_m{noise} : 1 (unless refractory)
         dI/dt = (J - I) / tau_syn : 1
-        mu = int(I > 0) / (1 - exp(-clip(1 / (rmax * clip(I, 1e-9, 1)) - tref, 0 * second, tmax) / tau_m)) : 1
+        mu = lif_drive(I, win, inv_rmax, neg_tref, tmax, inv_tau_m) : 1
         J = gate * z : 1
         z : 1
         gate : 1
