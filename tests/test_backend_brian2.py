@@ -218,3 +218,24 @@ def test_no_c_compiler_falls_back_to_numpy_with_a_warning(tmp_path):
     assert proc.stdout.split() == ["numpy", "numpy"]
     assert proc.stderr.count("falling back to the numpy target") == 1  # warned once per process, not per call
     assert "Removing unsupported flag" not in proc.stderr  # Brian2's own noise is kept out
+
+
+def test_cold_cython_cache_says_it_compiles(tmp_path):
+    """An empty cache: one line on stderr says the first run compiles (where a compiler works);
+    without one the fallback warning is printed instead."""
+    import subprocess
+    import sys
+
+    code = ("from bdh_spiking.backends import brian2_backend as b\n"
+            f"cache = {str(tmp_path / 'cache')!r}\n"
+            "first = b.resolve_target('auto', cache)\n"
+            "print(first, b.resolve_target('auto', cache))\n")
+    env = {k: v for k, v in os.environ.items() if k != brian2_backend.TARGET_ENV}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    targets = proc.stdout.split()
+    assert targets[0] == targets[1]
+    if targets[0] == "cython":
+        assert proc.stderr.count("compiling the network's code into") == 1
+    else:
+        assert proc.stderr.count("falling back to the numpy target") == 1

@@ -63,6 +63,7 @@ def default_cache_dir() -> Path:
 
 
 _CYTHON_OK: dict = {}  # cache dir -> (works, reason): the test compile runs (and warns) once per process
+_COLD_NOTICE: set = set()  # cache dirs whose "compiling" notice was printed
 
 
 def _cython_works(cache: str) -> tuple[bool, str]:
@@ -116,7 +117,16 @@ def resolve_target(target: str | None, cache_dir=None) -> str:
     target = check_target(target)
     if target == "numpy":
         return "numpy"
-    return "cython" if _cython_works(_configure("cython", cache_dir))[0] else "numpy"
+    cache = _configure("cython", cache_dir)
+    if not _cython_works(cache)[0]:
+        return "numpy"
+    if cache not in _COLD_NOTICE and len(list(Path(cache).glob("*.so"))) <= 1:  # only the test compile: cold
+        import sys
+
+        _COLD_NOTICE.add(cache)
+        print(f"brian2: compiling the network's code into {cache} (first run: a few minutes; later runs "
+              "reuse it)", file=sys.stderr, flush=True)
+    return "cython"
 
 
 def _configure(target: str, cache_dir) -> str:
