@@ -204,7 +204,7 @@ def test_biophysical_runs_on_a_tiny_network(model_factory):
     text = b"zzzzzzzzzzzzzzzz" + b"a cat, the hat s"
     ids = torch.tensor(list(text)).view(2, 16)
     labels, _ = study.concept_labels(text, ["the", "hat"])
-    s = study.StudySettings(out="unused", bio_tokens=8, timesteps=2, taus_ms=(50.0,), top_k=3)
+    s = study.StudySettings(out="unused", bio_tokens=8, timesteps=2, taus_ms=(50.0,), top_k=3, token_ms=30.0)
     w = fold_weights(net, torch.device("cpu"), torch.float64)
     out = study.biophysical_runs(model, net, ids, labels, ["the", "hat"], w, s, 16, lambda *_: None)
     win = out["window"]
