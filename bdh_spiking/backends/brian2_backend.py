@@ -197,6 +197,36 @@ def projection_weights(w: dict, L: int, B: int, H: int, D: int, N: int) -> dict:
             "D": flat_broadcast(w["decoder"].numpy().reshape(1, 1, H, N, D), (L, B, H, N, D))}
 
 
+def build_projections(groups: dict, w: dict, dims: tuple, clock, namespace: dict, prefix: str,
+                      hebb_write: str) -> dict:
+    """The four projections of both modes, connected and weighted: E (res -> x, custom event
+    'drive'), E_v (attn -> y, 'vdrive'), the plastic hebb (x -> attn: pathways scale, read and
+    write, the write rule given by the mode) and the decoder D (y -> res, 'emit'; weight
+    decoder[h*N + n, d])."""
+    import brian2 as b2
+
+    res, attn, xg, yg = groups["res"], groups["attn"], groups["x"], groups["y"]
+    common = dict(clock=clock, namespace=namespace)
+    syn = {
+        "E": b2.Synapses(res, xg, "w : 1 (constant)", on_pre={"drive": "z_post += w * x_pre"},
+                         on_event={"drive": "drive"}, name=prefix + "E", **common),
+        "E_v": b2.Synapses(attn, yg, "w : 1 (constant)", on_pre={"vdrive": "z_post += w * un_pre"},
+                           on_event={"vdrive": "vdrive"}, name=prefix + "E_v", **common),
+        "hebb": b2.Synapses(xg, attn, "S : 1\nkeep : 1 (shared)",
+                            on_pre={"scale": "S = S * keep", "read": "u_post += S * q_pre", "write": hebb_write},
+                            on_event={"scale": "scale", "read": "read", "write": "write"}, name=prefix + "hebb",
+                            **common),
+        "D": b2.Synapses(yg, res, "w : 1 (constant)", on_pre={"emit": "m_post += w * g_pre"},
+                         on_event={"emit": "emit"}, name=prefix + "D", **common),
+    }
+    conn, weights = connectivity(*dims), projection_weights(w, *dims)
+    for key, s in syn.items():
+        s.connect(i=conn[key][0], j=conn[key][1])
+        if key in weights:
+            s.w = weights[key]
+    return syn
+
+
 class Brian2Executor:
     name = NAME
 
@@ -247,27 +277,11 @@ class Brian2Executor:
         xg.gate = 1.0
         yg.gate = 1.0
 
-        conn, weights = connectivity(L, B, H, D, N), projection_weights(self.w, L, B, H, D, N)
-        E = b2.Synapses(res, xg, "w : 1 (constant)", on_pre={"drive": "z_post += w * x_pre"},
-                        on_event={"drive": "drive"}, clock=self.clock, name="bdh_E", namespace=ns)
-        Ev = b2.Synapses(attn, yg, "w : 1 (constant)", on_pre={"vdrive": "z_post += w * un_pre"},
-                         on_event={"vdrive": "vdrive"}, clock=self.clock, name="bdh_E_v", namespace=ns)
-        hebb = b2.Synapses(xg, attn, "S : 1\nkeep : 1 (shared)",
-                           on_pre={"scale": "S = S * keep", "read": "u_post += S * q_pre",
-                                   "write": "S = S + x_res_post * q_pre"},
-                           on_event={"scale": "scale", "read": "read", "write": "write"},
-                           clock=self.clock, name="bdh_hebb", namespace=ns)
-        # decoder: y neuron (l,b,h,n) -> residual unit (l,b,d), weight decoder[h*N + n, d]
-        Dsyn = b2.Synapses(yg, res, "w : 1 (constant)", on_pre={"emit": "m_post += w * g_pre"},
-                           on_event={"emit": "emit"}, clock=self.clock, name="bdh_D", namespace=ns)
-        for key, syn in (("E", E), ("E_v", Ev), ("hebb", hebb), ("D", Dsyn)):
-            syn.connect(i=conn[key][0], j=conn[key][1])
-            if key in weights:
-                syn.w = weights[key]
-        del conn, weights
-        self.groups = {"res": res, "attn": attn, "x": xg, "y": yg}
-        self.synapses = {"E": E, "E_v": Ev, "hebb": hebb, "D": Dsyn}
-        self.objects = [res, attn, xg, yg, *updaters, E, Ev, hebb, Dsyn]
+        groups = {"res": res, "attn": attn, "x": xg, "y": yg}
+        syn = build_projections(groups, self.w, (L, B, H, D, N), self.clock, ns, "bdh_",
+                                "S = S + x_res_post * q_pre")
+        self.groups, self.synapses = groups, syn
+        self.objects = [res, attn, xg, yg, *updaters, *syn.values()]
         return self
 
     def arr(self, group: str, var: str, shape=None):

@@ -25,7 +25,7 @@ import torch
 from ..errors import ConfigError
 from ..semantics import Plasticity, SimSettings, layer_norm, oscillator_cos_sin, oscillator_payload
 from .base import RECORDABLE, Recorder, SimulationResult, accumulate_stats, event_counts, new_stats
-from .brian2_backend import _configure, connectivity, projection_weights
+from .brian2_backend import _configure, build_projections
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -268,26 +268,10 @@ class BiophysicalExecutor:
                             events={"emit": "emit_now > 0 and g != 0"})
         xg.gate, yg.gate, xg.post = 1.0, 1.0, 1.0
 
-        conn, weights = connectivity(L, B, H, D, N), projection_weights(self.w, L, B, H, D, N)
-        E = b2.Synapses(res, xg, "w : 1 (constant)", on_pre={"drive": "z_post += w * x_pre"},
-                        on_event={"drive": "drive"}, clock=self.clock, name="bdh_bio_E", namespace=ns)
-        Ev = b2.Synapses(attn, yg, "w : 1 (constant)", on_pre={"vdrive": "z_post += w * un_pre"},
-                         on_event={"vdrive": "vdrive"}, clock=self.clock, name="bdh_bio_E_v", namespace=ns)
-        hebb = b2.Synapses(xg, attn, "S : 1\nkeep : 1 (shared)",
-                           on_pre={"scale": "S = S * keep", "read": "u_post += S * q_pre",
-                                   "write": "S = S + xw_post * qw_pre + dxw_post * qw2_pre"},
-                           on_event={"scale": "scale", "read": "read", "write": "write"},
-                           clock=self.clock, name="bdh_bio_hebb", namespace=ns)
-        Dsyn = b2.Synapses(yg, res, "w : 1 (constant)", on_pre={"emit": "m_post += w * g_pre"},
-                           on_event={"emit": "emit"}, clock=self.clock, name="bdh_bio_D", namespace=ns)
-        for key, syn in (("E", E), ("E_v", Ev), ("hebb", hebb), ("D", Dsyn)):
-            syn.connect(i=conn[key][0], j=conn[key][1])
-            if key in weights:
-                syn.w = weights[key]
-        del conn, weights
         self.groups = {"res": res, "attn": attn, "x": xg, "y": yg}
-        self.synapses = {"E": E, "E_v": Ev, "hebb": hebb, "D": Dsyn}
-        self.objects = [res, attn, xg, yg, E, Ev, hebb, Dsyn]
+        self.synapses = build_projections(self.groups, self.w, (L, B, H, D, N), self.clock, ns, "bdh_bio_",
+                                          "S = S + xw_post * qw_pre + dxw_post * qw2_pre")
+        self.objects = [res, attn, xg, yg, *self.synapses.values()]
         # monitors: the first K neurons of head 0, batch row 0, in every layer (memory stays bounded)
         self.monitored = [((l * B + 0) * H + 0) * N + k for l in range(L) for k in range(self.K)]
         self.monitors = {}
