@@ -25,7 +25,7 @@ import torch
 from ..errors import ConfigError
 from ..semantics import Plasticity, SimSettings, layer_norm, oscillator_cos_sin, oscillator_payload
 from .base import RECORDABLE, Recorder, SimulationResult, accumulate_stats, event_counts, new_stats
-from .brian2_backend import _configure, build_projections
+from .brian2_backend import Brian2Executor, _configure, build_projections
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -293,10 +293,7 @@ class BiophysicalExecutor:
         self.weight_labels = [(l, 0, d, n) for l in range(L) for d in range(nd) for n in range(nn)]
         return self
 
-    def arr(self, group, var, shape=None):
-        obj = self.groups.get(group) or self.synapses[group]
-        a = obj.variables[var].get_value()
-        return a.reshape(shape) if shape is not None else a
+    arr = Brian2Executor.arr  # the live storage array of a Brian2 variable
 
     def run(self, ids: torch.Tensor) -> SimulationResult:
         import brian2 as b2
