@@ -464,7 +464,7 @@ def run_cfg(procs: dict | None = None):
 
 
 def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False, how: str = "") -> SimulationResult:
-    from .graph import execute, total_steps
+    from .graph import execute, logits_per_token, read_records, total_steps
 
     started = time.perf_counter()
     record = tuple(record)
@@ -473,20 +473,8 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
     d = spec["dims"]
     L, V = d["L"], d["V"]
     scale = 2.0 ** spec["quantization"]["logit_scale_exp"]
-    logits = torch.from_numpy(np.ascontiguousarray(logits_np.reshape(n, B, V).transpose(1, 0, 2))) * scale
-
-    def per_neuron(name):
-        return torch.from_numpy(np.ascontiguousarray(np.stack(rec[name], axis=2).transpose(1, 0, 2, 3, 4)))
-
-    records = {}
-    if "counts" in record:
-        records["x_counts"], records["y_counts"] = per_neuron("x"), per_neuron("y")
-    if "margins" in record:
-        records["x_margins"], records["y_margins"] = per_neuron("mx"), per_neuron("my")
-    if "decoded" in record:
-        records["a_hat"], records["g_hat"] = per_neuron("a"), per_neuron("g")
-    if "state" in record:
-        records["state"] = torch.from_numpy(np.stack(rec["S"]))
+    logits = logits_per_token(logits_np, n, B, V) * scale
+    records = read_records(rec, record)
     sat_layer = [{key: int(round(v)) for key, v in zip(SAT_KEYS, rec["sat"][i].sum(axis=0))} for i in range(L)]
     settings = SimSettings(timesteps=spec["settings"]["timesteps"], coding=spec["settings"]["coding"],
                            max_spikes=spec["settings"]["max_spikes"], mode=spec["settings"]["mode"])

@@ -253,14 +253,13 @@ def execute(net, spec: dict, ids: torch.Tensor, record: tuple, build_fn, cfg_fn,
     return B, n, logits_np, rec, stats
 
 
-def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False) -> SimulationResult:
-    """Builds the graph described by ``spec`` for these token ids, runs it, collects the result."""
-    from .processes import record_shapes
+def logits_per_token(logits_np: np.ndarray, n: int, B: int, V: int) -> torch.Tensor:
+    """The sink's (n tokens, B*V) buffer -> (B, n, V)."""
+    return torch.from_numpy(np.ascontiguousarray(logits_np.reshape(n, B, V).transpose(1, 0, 2)))
 
-    started = time.perf_counter()
-    record = tuple(record)
-    B, n, logits_np, rec, stats = execute(net, spec, ids, record, build, run_cfg, record_shapes, "lava", progress)
-    logits = torch.from_numpy(np.ascontiguousarray(logits_np.reshape(n, B, spec["dims"]["V"]).transpose(1, 0, 2)))
+
+def read_records(rec: dict, record: tuple) -> dict:
+    """The result records from the per-layer buffers the layer processes wrote (both modes)."""
 
     def per_neuron(name):  # per layer (n,B,H,N) -> (B,n,L,H,N)
         return torch.from_numpy(np.ascontiguousarray(np.stack(rec[name], axis=2).transpose(1, 0, 2, 3, 4)))
@@ -274,6 +273,18 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
         records["a_hat"], records["g_hat"] = per_neuron("a"), per_neuron("g")
     if "state" in record:
         records["state"] = torch.from_numpy(np.stack(rec["S"]))  # L,B,H,D,N fixed frame
+    return records
+
+
+def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = False) -> SimulationResult:
+    """Builds the graph described by ``spec`` for these token ids, runs it, collects the result."""
+    from .processes import record_shapes
+
+    started = time.perf_counter()
+    record = tuple(record)
+    B, n, logits_np, rec, stats = execute(net, spec, ids, record, build, run_cfg, record_shapes, "lava", progress)
+    logits = logits_per_token(logits_np, n, B, spec["dims"]["V"])
+    records = read_records(rec, record)
     settings = SimSettings(timesteps=spec["settings"]["timesteps"], coding=spec["settings"]["coding"],
                            max_spikes=spec["settings"]["max_spikes"], mode=spec["settings"]["mode"])
     meta = {"timesteps": settings.timesteps, "coding": settings.coding, "max_spikes": settings.max_spikes,
