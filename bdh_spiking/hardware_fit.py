@@ -47,15 +47,13 @@ CORE_LIMITS = ("neurons_per_core", "synaptic_memory_bytes_per_core", "memory_byt
 
 
 def _widths(net) -> tuple[dict, list]:
-    from .conversion.quantize import DEFAULTS
+    from .network import FixedPointFormat
 
-    q = (net.extra or {}).get("quantization")
-    if isinstance(q, dict) and "params" in q:
-        p = q["params"]
-        return {"weight_bits": p["weight_bits"], "plastic_bits": p["plastic_bits"],
-                "payload_bits": p["payload_bits"]}, []
-    return ({"weight_bits": DEFAULTS["weight_bits"], "plastic_bits": DEFAULTS["plastic_bits"],
-             "payload_bits": DEFAULTS["payload_bits"]},
+    fmt = net.quantization.format if net.quantization is not None else None
+    if fmt is not None:
+        return {"weight_bits": fmt.weight_bits, "plastic_bits": fmt.plastic_bits, "payload_bits": fmt.payload_bits}, []
+    fmt = FixedPointFormat()
+    return ({"weight_bits": fmt.weight_bits, "plastic_bits": fmt.plastic_bits, "payload_bits": fmt.payload_bits},
             ["float network: widths of the quantize() defaults (8-bit weights, 32-bit plastic state, "
              "24-bit graded payloads)"])
 
@@ -63,7 +61,7 @@ def _widths(net) -> tuple[dict, list]:
 def populations(net, widths: dict) -> list[dict]:
     """Every population to place: name, neurons, fan-in, bits per synapse, kind, graded?"""
     d = net.dims
-    L, H, D, N, V = d["L"], d["H"], d["D"], d["N"], d["V"]
+    L, H, D, N, V = d.L, d.H, d.D, d.N, d.V
     wb, pb = widths["weight_bits"], widths["plastic_bits"]
     gain = net.gating == "gain"
     pops = [{"name": "embed", "projection": "embedding", "neurons": D, "fan_in": V, "bits": wb, "graded": True}]

@@ -139,6 +139,8 @@ class BDH(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.encoder_v = nn.Parameter(torch.zeros((nh, D, N)).normal_(std=0.02))
         self.lm_head = nn.Parameter(torch.zeros((D, config.vocab_size)).normal_(std=0.02))
+        # None: ReLU, as the official model; semantics.activation.replaced() installs another
+        self.activation = None
 
     # -- parallel form ----------------------------------------------------------------
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, chunk: int | None = None,
@@ -147,7 +149,9 @@ class BDH(nn.Module):
 
         probe(layer, x, x_current, y_current), if given, sees each layer's input x (B,1,T,D) and
         pre-ReLU currents x E and LN(yKV) E_v (B,nh,T,N): calibration and reports read them.
+        ``self.activation`` (semantics.activation) replaces the two ReLUs when set.
         """
+        act = self.activation
         C = self.config
         B, T = idx.shape
         nh, N = C.n_head, C.n_neurons
@@ -155,13 +159,13 @@ class BDH(nn.Module):
         cos, sin = self.attn.cos_sin(torch.arange(T, device=idx.device))
         for layer in range(C.n_layer):
             x_current = x @ self.encoder  # B,nh,T,N
-            a = F.relu(x_current)
+            a = F.relu(x_current) if act is None else act.x(layer, x_current)
             q = rotate_pairs(a, cos, sin)
             y_kv = layer_norm(causal_linear_attention(q, x, chunk))
             y_current = y_kv @ self.encoder_v
             if probe is not None:
                 probe(layer, x, x_current, y_current)
-            b = F.relu(y_current)
+            b = F.relu(y_current) if act is None else act.y(layer, y_current)
             g = self.drop(a * b)
             y_mlp = g.transpose(1, 2).reshape(B, 1, T, N * nh) @ self.decoder
             x = layer_norm(x + layer_norm(y_mlp))

@@ -25,6 +25,8 @@ from .fileio import atomic_path
 FORMAT = "bdh-spiking-network"
 FORMAT_VERSION = 1
 GATINGS = ("gain", "product")
+QUANT_FORMAT = "bdh-spiking-fixed-point"
+QUANT_FORMAT_VERSION = 1
 
 # Arrays every network holds, with their shapes in terms of the config (L layers, H heads,
 # D residual units, N neurons per head, V vocabulary).
@@ -38,6 +40,115 @@ ARRAY_SHAPES = {
     "theta_x": ("L", "H", "N"),
     "theta_y": ("L", "H", "N"),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Dims:
+    """L layers, H heads, D residual units, N neurons per head, V vocabulary."""
+
+    L: int
+    H: int
+    D: int
+    N: int
+    V: int
+
+    @property
+    def HN(self) -> int:
+        return self.H * self.N
+
+    def as_dict(self) -> dict:
+        return {"L": self.L, "H": self.H, "D": self.D, "N": self.N, "V": self.V, "HN": self.HN}
+
+    @classmethod
+    def of_config(cls, c: dict) -> "Dims":
+        return cls(L=c["n_layer"], H=c["n_head"], D=c["n_embd"], N=c["n_neurons"], V=c["vocab_size"])
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPointFormat:
+    """Integer widths of mode 'fixed-point' (docs/spiking-semantics.md, "Fixed-point mode").
+
+    weight_bits: signed weight mantissas; state_bits: membranes and currents; the unit threshold
+    is 2**threshold_exp state units; payload_bits, frac_bits: graded values (value = int / 2**frac);
+    plastic_bits: the plastic-synapse accumulator; granularity: one weight exponent of E and E_v
+    per postsynaptic neuron ('neuron') or per layer ('projection'); clip_quantile: the quantile of
+    |W| each exponent is chosen from.
+    """
+
+    weight_bits: int = 8
+    state_bits: int = 24
+    payload_bits: int = 24
+    threshold_exp: int = 16
+    frac_bits: int = 16
+    plastic_bits: int = 32
+    granularity: str = "neuron"
+    clip_quantile: float = 1.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# the integer tables of a quantization, with their shapes
+QUANT_TABLES = {
+    "q_W_x": ("L", "H", "D", "N"), "q_W_y": ("L", "H", "D", "N"), "q_W_x_shift": ("L", "H", "N"),
+    "q_W_y_shift": ("L", "H", "N"), "q_theta_x": ("L", "H", "N"), "q_theta_y": ("L", "H", "N"),
+    "q_embed": ("V", "D"), "q_decoder": ("HN", "D"), "q_lm_head": ("D", "V"),
+}
+
+
+@dataclasses.dataclass
+class Quantization:
+    """The integer formats and tables of a network for mode 'fixed-point' (made by
+    ``semantics.quantize.quantize``). ``tables`` holds the integer arrays (``QUANT_TABLES``);
+    ``source_arrays_sha`` the digest of the float arrays they were made from."""
+
+    format: FixedPointFormat
+    v0: int  # v_init in state units
+    exponents: dict  # per-projection weight exponents of embed, decoder, lm_head
+    lm_shift: int
+    logit_scale_exp: int
+    summary: dict
+    weights_zeroed: int
+    weights_saturated: int
+    source_arrays_sha: str
+    tables: dict
+    format_version: int = QUANT_FORMAT_VERSION
+
+    @property
+    def threshold(self) -> int:
+        return 1 << self.format.threshold_exp
+
+    def int_tables(self) -> dict:
+        return {name: np.asarray(a).astype(np.int64) for name, a in self.tables.items()}
+
+    def meta(self) -> dict:
+        """The manifest entry (the file format of version 1: ``extra['quantization']``)."""
+        return {"format": QUANT_FORMAT, "format_version": self.format_version, "params": self.format.as_dict(),
+                "threshold": self.threshold, "v0": self.v0, "exponents": self.exponents, "lm_shift": self.lm_shift,
+                "logit_scale_exp": self.logit_scale_exp, "summary": self.summary,
+                "weights_zeroed": self.weights_zeroed, "weights_saturated": self.weights_saturated,
+                "arrays": {n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in self.tables.items()},
+                "source_arrays_sha": self.source_arrays_sha}
+
+    @classmethod
+    def from_meta(cls, meta: dict, tables: dict) -> "Quantization":
+        if meta.get("format") != QUANT_FORMAT:
+            raise NetworkFormatError(f"unknown quantization format {meta.get('format')!r}")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= QUANT_FORMAT_VERSION:
+            raise NetworkFormatError(f"quantization format version {version!r} is not one this bdh-spiking reads "
+                                     f"(1..{QUANT_FORMAT_VERSION})")
+        missing = set(QUANT_TABLES) - set(tables)
+        if missing:
+            raise NetworkFormatError(f"quantized network lacks integer tables {sorted(missing)}")
+        try:
+            return cls(format=FixedPointFormat(**meta["params"]), v0=int(meta["v0"]), exponents=dict(meta["exponents"]),
+                       lm_shift=int(meta["lm_shift"]), logit_scale_exp=int(meta["logit_scale_exp"]),
+                       summary=dict(meta.get("summary", {})), weights_zeroed=int(meta.get("weights_zeroed", 0)),
+                       weights_saturated=int(meta.get("weights_saturated", 0)),
+                       source_arrays_sha=str(meta["source_arrays_sha"]), tables=dict(tables), format_version=version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NetworkFormatError(f"incomplete quantization entry in the manifest: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +210,12 @@ PROJECTIONS = (
 
 @dataclasses.dataclass
 class SpikingNetwork:
-    """The converted network. Arrays are float64 numpy (freqs: float32)."""
+    """The converted network. Arrays are float64 numpy (freqs: float32).
+
+    ``v_init`` (the IF neurons' membrane at every token start, in threshold units) is assignable;
+    ``validate()`` (run on construction, ``save`` and ``load``, and by ``simulate``) refuses what
+    the semantics does not define. ``quantization`` is set by ``semantics.quantize.quantize``.
+    """
 
     config: dict
     arrays: dict
@@ -110,44 +226,59 @@ class SpikingNetwork:
     plastic: PlasticRule = dataclasses.field(default_factory=PlasticRule)
     populations: tuple = POPULATIONS
     projections: tuple = PROJECTIONS
-    extra: dict = dataclasses.field(default_factory=dict)  # later passes (quantization) add here
+    extra: dict = dataclasses.field(default_factory=dict)  # free-form notes of later passes
+    quantization: Quantization | None = None
 
     def __post_init__(self):
-        if self.gating not in GATINGS:
-            raise NetworkFormatError(f"unknown gating {self.gating!r}: use one of {', '.join(GATINGS)}")
         self.validate()
 
     # -- shape bookkeeping --------------------------------------------------------------
     @property
-    def dims(self) -> dict:
-        c = self.config
-        H, N = c["n_head"], c["n_neurons"]
-        return {"L": c["n_layer"], "H": H, "D": c["n_embd"], "N": N, "V": c["vocab_size"], "HN": H * N}
+    def dims(self) -> Dims:
+        return Dims.of_config(self.config)
 
     def expected_shape(self, name: str) -> tuple:
-        return tuple(self.dims[s] for s in ARRAY_SHAPES[name])
+        d = self.dims.as_dict()
+        return tuple(d[s] for s in (ARRAY_SHAPES.get(name) or QUANT_TABLES[name]))
 
-    def validate(self) -> None:
+    def validate(self) -> "SpikingNetwork":
+        """Refuses anything the semantics does not define (NetworkFormatError, one line)."""
+        if self.gating not in GATINGS:
+            raise NetworkFormatError(f"unknown gating {self.gating!r}: use one of {', '.join(GATINGS)}")
+        v = self.v_init
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not 0.0 <= float(v) < 1.0:
+            raise NetworkFormatError(f"v_init must be a number in [0, 1) (the membrane at each token start, in "
+                                     f"threshold units), got {v!r}")
+        if not isinstance(self.config, dict):
+            raise NetworkFormatError("network config must be a mapping")
         for key in ("n_layer", "n_embd", "n_head", "n_neurons", "vocab_size"):
-            if not isinstance(self.config.get(key), int) or self.config[key] < 1:
+            value = self.config.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise NetworkFormatError(f"network config field {key!r} missing or not a positive integer")
         for name in ARRAY_SHAPES:
             if name not in self.arrays:
                 raise NetworkFormatError(f"network lacks array {name!r}")
-            shape, want = tuple(self.arrays[name].shape), self.expected_shape(name)
-            if shape != want:
-                raise NetworkFormatError(f"array {name!r} has shape {shape}, expected {want}")
+            self._check_shape(name, self.arrays[name])
             if not np.all(np.isfinite(self.arrays[name])):
                 raise NetworkFormatError(f"array {name!r} contains NaN/Inf")
         for name in ("theta_x", "theta_y"):
             if np.any(self.arrays[name] <= 0):
                 raise NetworkFormatError(f"array {name!r} has non-positive thresholds")
+        if self.quantization is not None:
+            for name, table in self.quantization.tables.items():
+                self._check_shape(name, table)
+        return self
+
+    def _check_shape(self, name: str, array) -> None:
+        shape, want = tuple(np.shape(array)), self.expected_shape(name)
+        if shape != want:
+            raise NetworkFormatError(f"array {name!r} has shape {shape}, expected {want}")
 
     # -- hardware metadata ----------------------------------------------------------------
     def hardware_summary(self) -> dict:
         """Neuron and synapse counts, fan-in/out, weight ranges and state sizes per layer."""
         d = self.dims
-        L, H, D, N, V = d["L"], d["H"], d["D"], d["N"], d["V"]
+        L, H, D, N, V = d.L, d.H, d.D, d.N, d.V
 
         def wrange(name):
             a = self.arrays[name]
@@ -176,6 +307,11 @@ class SpikingNetwork:
     def manifest(self) -> dict:
         from . import __version__
 
+        extra = dict(self.extra)
+        arrays = dict(self.arrays)
+        if self.quantization is not None:
+            extra["quantization"] = self.quantization.meta()
+            arrays.update(self.quantization.tables)
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -188,16 +324,22 @@ class SpikingNetwork:
             "projections": [dataclasses.asdict(p) for p in self.projections],
             "calibration": self.calibration,
             "provenance": self.provenance,
-            "extra": self.extra,
+            "extra": extra,
             "hardware": self.hardware_summary(),
-            "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.arrays.items()},
+            "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
         }
 
+    def all_arrays(self) -> dict:
+        """The float arrays and, when quantized, the integer tables: what a file holds."""
+        return {**self.arrays, **(self.quantization.tables if self.quantization is not None else {})}
+
     def save(self, path: str | Path) -> None:
+        self.validate()
+        manifest = self.manifest()
         with atomic_path(path) as tmp:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-                zf.writestr("manifest.json", json.dumps(self.manifest(), indent=1, sort_keys=True))
-                for name, array in sorted(self.arrays.items()):
+                zf.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+                for name, array in sorted(self.all_arrays().items()):
                     buf = io.BytesIO()
                     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
                     zf.writestr(f"arrays/{name}.npy", buf.getvalue())
@@ -205,40 +347,55 @@ class SpikingNetwork:
     @classmethod
     def load(cls, path: str | Path) -> "SpikingNetwork":
         path = Path(path)
-        if not path.is_file():
-            raise NetworkFormatError(f"network file not found: {path}")
+        manifest, arrays = _read_file(path)
+        extra = dict(manifest.get("extra") or {})
+        quant_meta = extra.pop("quantization", None)
+        tables = {name: arrays.pop(name) for name in list(arrays) if name in QUANT_TABLES}
         try:
-            with zipfile.ZipFile(path) as zf:
-                names = set(zf.namelist())
-                if "manifest.json" not in names:
-                    raise NetworkFormatError(f"{path} is not a bdh-spiking network (no manifest.json)")
-                manifest = json.loads(zf.read("manifest.json"))
-                if manifest.get("format") != FORMAT:
-                    raise NetworkFormatError(f"{path} is not a bdh-spiking network (format {manifest.get('format')!r})")
-                version = manifest.get("format_version")
-                if not isinstance(version, int) or version > FORMAT_VERSION:
-                    raise NetworkFormatError(
-                        f"{path} has network format version {version}, newer than this bdh-spiking reads "
-                        f"({FORMAT_VERSION}); upgrade bdh-spiking")
-                if version < 1:
-                    raise NetworkFormatError(f"{path} has an invalid format version {version}")
-                arrays = {}
-                for name in manifest.get("arrays", {}):
-                    member = f"arrays/{name}.npy"
-                    if member not in names:
-                        raise NetworkFormatError(f"{path} lacks array {name!r} listed in its manifest")
-                    arrays[name] = np.load(io.BytesIO(zf.read(member)), allow_pickle=False)
-        except (zipfile.BadZipFile, json.JSONDecodeError, ValueError, EOFError, OSError) as exc:
-            raise NetworkFormatError(f"corrupt or truncated network file {path}: {exc}") from None
-        try:
+            quant = Quantization.from_meta(quant_meta, tables) if quant_meta is not None else None
+            v_init = manifest["v_init"]
             return cls(
                 config=manifest["config"], arrays=arrays, gating=manifest["gating"],
-                v_init=float(manifest["v_init"]), calibration=manifest.get("calibration", {}),
+                v_init=float(v_init) if isinstance(v_init, (int, float)) and not isinstance(v_init, bool) else v_init,
+                calibration=manifest.get("calibration", {}),
                 provenance=manifest.get("provenance", {}), plastic=PlasticRule(**manifest["plastic"]),
-                extra=manifest.get("extra", {}),
+                extra=extra, quantization=quant,
             )
         except (KeyError, TypeError) as exc:
             raise NetworkFormatError(f"network file {path} has an incomplete manifest: missing {exc}") from None
+        except NetworkFormatError as exc:
+            raise NetworkFormatError(f"network file {path}: {exc}") from None
+
+
+def _read_file(path: Path) -> tuple[dict, dict]:
+    """(manifest, arrays) of a .bdhsnn file, with its format and version checked."""
+    if not path.is_file():
+        raise NetworkFormatError(f"network file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "manifest.json" not in names:
+                raise NetworkFormatError(f"{path} is not a bdh-spiking network (no manifest.json)")
+            manifest = json.loads(zf.read("manifest.json"))
+            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+                fmt = manifest.get("format") if isinstance(manifest, dict) else None
+                raise NetworkFormatError(f"{path} is not a bdh-spiking network (format {fmt!r})")
+            version = manifest.get("format_version")
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise NetworkFormatError(f"{path} has an invalid format version {version!r}")
+            if version > FORMAT_VERSION:
+                raise NetworkFormatError(
+                    f"{path} has network format version {version}, newer than this bdh-spiking reads "
+                    f"({FORMAT_VERSION}); upgrade bdh-spiking")
+            arrays = {}
+            for name in manifest.get("arrays", {}):
+                member = f"arrays/{name}.npy"
+                if member not in names:
+                    raise NetworkFormatError(f"{path} lacks array {name!r} listed in its manifest")
+                arrays[name] = np.load(io.BytesIO(zf.read(member)), allow_pickle=False)
+    except (zipfile.BadZipFile, json.JSONDecodeError, ValueError, EOFError, OSError) as exc:
+        raise NetworkFormatError(f"corrupt or truncated network file {path}: {exc}") from None
+    return manifest, arrays
 
 
 def dense_model(net: SpikingNetwork):

@@ -103,10 +103,10 @@ def lost_parts(net, timesteps: int = 8) -> list[dict]:
          "what": "multispike coding (up to K spikes per step, v = v - s) and graded coding (payload max(v, 0), "
                  "v = 0) have no NIR neuron model; NIR's IF emits binary spikes (rate coding)"},
     ]
-    if any(name.startswith("q_") for name in net.arrays):
+    if net.quantization is not None:
         lost.append({"part": "fixed_point_quantization", "where": "every Linear node",
                      "what": "the network is quantized (mode fixed-point: integer weights, shifts and thresholds in "
-                             "the q_* arrays); the graph holds the float folded weights it was quantized from"})
+                             "net.quantization); the graph holds the float folded weights it was quantized from"})
     return lost
 
 
@@ -121,7 +121,7 @@ def build_graph(net, timesteps: int = 8, dtype=np.float64):
 
         raise ConfigError(f"timesteps must be an integer >= 1, got {timesteps!r}")
     d = net.dims
-    L, H, D, N, V = d["L"], d["H"], d["D"], d["N"], d["V"]
+    L, H, D, N, V = d.L, d.H, d.D, d.N, d.V
     w = {k: v.numpy() for k, v in fold_weights(net).items()}
     gain = net.gating == "gain"
     nodes, edges = {}, []

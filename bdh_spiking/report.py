@@ -21,7 +21,7 @@ from . import __version__
 from .backends import parse_backends, simulate
 from .fileio import atomic_write_text
 from .model import rotate_pairs
-from .semantics import GRADED_RTOL, TIE_EPS
+from .semantics import GRADED_RTOL, TIE_EPS, FanOut
 
 
 @dataclasses.dataclass
@@ -104,9 +104,8 @@ def fidelity(dense: DenseReference, result, ids: torch.Tensor) -> dict:
 def firing(result, net) -> dict:
     ev, d = result.events, net.dims
     tokens = ev["tokens"]
-    neurons = d["L"] * d["H"] * d["N"]
-    y_fanout = d["D"] if net.gating == "gain" else 1
-    out_synapses = d["L"] * d["H"] * d["N"] * ((2 * d["D"] + 1) + y_fanout)
+    neurons = d.L * d.H * d.N
+    out_synapses = d.L * FanOut.of(d, net.gating).out_synapses_per_layer
     return {
         "spikes_per_token": ev["spikes"] / tokens,
         "synaptic_events_per_token": ev["synaptic_events"] / tokens,
@@ -374,3 +373,21 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
     if pairwise is not None:
         meta["pairwise"] = pairwise
     return Report(meta, runs)
+
+
+def compare_to_discrete(net, ids, timesteps: int = 8, coding: str = "rate", max_spikes: int = 4,
+                        plasticity=None) -> dict:
+    """Fixed-point against discrete mode on the same network and tokens (reference executor):
+    top-1 agreement of the logits, fraction of equal spike counts per population, logit error."""
+    kw = dict(timesteps=timesteps, coding=coding, max_spikes=max_spikes, plasticity=plasticity, record=("counts",))
+    disc = simulate(net, ids, mode="discrete", **kw)
+    fxp = simulate(net, ids, mode="fixed-point", **kw)
+    scale = float(disc.logits.abs().max())
+    out = {"top1_agreement_vs_discrete": float((fxp.logits.argmax(-1) == disc.logits.argmax(-1)).double().mean()),
+           "max_rel_dlogit_vs_discrete": float((fxp.logits - disc.logits).abs().max()) / scale if scale else 0.0,
+           "saturations_total": fxp.events["saturations_total"]}
+    for pop in ("x", "y"):
+        a, b = disc.records[f"{pop}_counts"], fxp.records[f"{pop}_counts"]
+        out[f"{pop}_counts_equal_fraction"] = float((a == b).double().mean())
+        out[f"{pop}_mean_abs_count_diff"] = float((a - b).abs().mean())
+    return out

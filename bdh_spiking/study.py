@@ -657,7 +657,7 @@ def biophysical_runs(model, net, ids, labels, concepts, w, s: "StudySettings", s
         monitors = ("spikes", "weights") if name == "intact" else ()  # the raster and weight figures
         t0 = time.perf_counter()
         bio = simulate(net, wids, backend="brian2", mode="biophysical", record=rec + monitors, plasticity=plast,
-                       progress=True, token_ms=s.token_ms, monitor_neurons=min(32, net.dims["N"]), **common)
+                       progress=True, token_ms=s.token_ms, monitor_neurons=min(32, net.dims.N), **common)
         out["wall_s"][name] = time.perf_counter() - t0
         log(f"biophysical run '{name}': {n} bytes in {out['wall_s'][name]:.0f} s")
         ref = simulate(net, wids, backend="reference", record=rec, plasticity=plast, **common)

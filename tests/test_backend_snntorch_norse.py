@@ -201,7 +201,7 @@ def test_counts_match_reference(backend, gating, seed):
             assert out.backend == backend
             diffs = _assert_matches(ref, out, net, f"{backend} {gating} seed={seed} {coding}/{max_spikes} T={T}")
             ties += diffs["near_threshold_ties"]
-            assert out.records["x_counts"].shape == (*ids.shape, *[net.dims[k] for k in ("L", "H", "N")])
+            assert out.records["x_counts"].shape == (*ids.shape, *[net.dims.as_dict()[k] for k in ("L", "H", "N")])
             assert out.records["x_counts"].dtype == torch.float64
             if coding != "graded":
                 assert (out.records["x_counts"] == out.records["x_counts"].round()).all()

@@ -92,7 +92,7 @@ def test_counts_match_hand_computation(tiny):
     _, net, result = tiny
     want = hand_counts(net, result)
     assert want["x_spikes"] > 0 and want["y_spikes"] > 0 and want["active_columns"] > 0  # not vacuous
-    assert want["x_active"] < IDS.numel() * net.dims["H"] * net.dims["N"]  # some x silent: gating counted
+    assert want["x_active"] < IDS.numel() * net.dims.H * net.dims.N  # some x silent: gating counted
     got = spiking_counts(result, net)
     tok = IDS.numel()
     for key, value in want.items():

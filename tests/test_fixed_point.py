@@ -15,7 +15,9 @@ import pytest
 import torch
 
 import bdh_spiking as bs
-from bdh_spiking.backends.fixed_point import FixedPointExecutor, Saturations, compare_to_discrete
+from bdh_spiking.backends.fixed_point import FixedPointExecutor
+from bdh_spiking.report import compare_to_discrete
+from bdh_spiking.semantics.fixed_point import Saturations
 from bdh_spiking.conversion.quantize import SAT_KEYS, is_quantized, quantize
 from bdh_spiking.errors import ConfigError
 from bdh_spiking.hardware_fit import fit, fit_all, table
@@ -46,8 +48,8 @@ def small_net(model_factory, gating="gain", n_layer=1, n_embd=16, **qkw):
 # -- the quantization pass ---------------------------------------------------------------------------
 def test_quantize_formats_round_trip_and_discrete_unchanged(model_factory, tmp_path):
     _, net, qn = small_net(model_factory)
-    q = qn.extra["quantization"]
-    assert is_quantized(qn) and not is_quantized(net) and "quantization" not in net.extra
+    q = qn.quantization.meta()
+    assert is_quantized(qn) and not is_quantized(net) and net.quantization is None
     assert q["params"]["weight_bits"] == 8 and q["params"]["granularity"] == "neuron"
     assert q["threshold"] == 2 ** 16 and q["v0"] == 2 ** 15  # v_init 0.5 of the unit threshold
     from bdh_spiking.semantics import fold_weights
@@ -55,9 +57,9 @@ def test_quantize_formats_round_trip_and_discrete_unchanged(model_factory, tmp_p
     w = {k: v.numpy() for k, v in fold_weights(net).items()}
     F, k = q["params"]["frac_bits"], q["params"]["threshold_exp"]
     for name in ("W_x", "W_y"):
-        m = qn.arrays[f"q_{name}"].astype(np.int64)
-        assert qn.arrays[f"q_{name}"].dtype == np.int8 and m.min() >= -128 and m.max() <= 127
-        e = F - k - qn.arrays[f"q_{name}_shift"][:, :, None, :]  # shift = F - e - k, per neuron
+        m = qn.quantization.tables[f"q_{name}"].astype(np.int64)
+        assert qn.quantization.tables[f"q_{name}"].dtype == np.int8 and m.min() >= -128 and m.max() <= 127
+        e = F - k - qn.quantization.tables[f"q_{name}_shift"][:, :, None, :]  # shift = F - e - k, per neuron
         # the exponent makes the largest weight of each neuron just fit: max |m| in [64, 127]
         top = np.abs(m).max(axis=2)
         assert top.min() >= 64 and top.max() <= 127
@@ -65,14 +67,15 @@ def test_quantize_formats_round_trip_and_discrete_unchanged(model_factory, tmp_p
         assert np.all(err <= np.exp2(e - 1) * (1 + 1e-12))  # round half away: at most half a step
     s = q["summary"]["W_x"]
     assert s["saturated"] == 0 and 0 < s["rel_error"] < 0.02
-    theta = qn.arrays["q_theta_x"]
+    theta = qn.quantization.tables["q_theta_x"]
     assert np.all(np.abs(theta / 2.0 ** F - net.arrays["theta_x"]) <= 2.0 ** -(F + 1))
     # saving and loading keeps the integer tables; the fixed-point run is the same
     qn.save(tmp_path / "q.bdhsnn")
     back = SpikingNetwork.load(tmp_path / "q.bdhsnn")
     assert is_quantized(back)
     for name in q["arrays"]:
-        assert np.array_equal(back.arrays[name], qn.arrays[name]) and back.arrays[name].dtype == qn.arrays[name].dtype
+        a, b = back.quantization.tables[name], qn.quantization.tables[name]
+        assert np.array_equal(a, b) and a.dtype == b.dtype
     ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(1))
     a = bs.simulate(qn, ids, timesteps=2, mode="fixed-point", record=("counts",))
     b = bs.simulate(back, ids, timesteps=2, mode="fixed-point", record=("counts",))
@@ -89,15 +92,15 @@ def test_unrepresentable_weights_are_counted_and_named(model_factory):
 
     W = fold_weights(net)["W_x"].numpy()
     qn = quantize(net, clip_quantile=0.9, granularity="projection")
-    s = qn.extra["quantization"]["summary"]["W_x"]
-    e = (16 - 16 - qn.arrays["q_W_x_shift"][:, :, None, :]).astype(np.float64)  # F - k - shift
+    s = qn.quantization.summary["W_x"]
+    e = (16 - 16 - qn.quantization.tables["q_W_x_shift"][:, :, None, :]).astype(np.float64)  # F - k - shift
     scaled = np.abs(W) / np.exp2(e)
     r = np.sign(W) * np.floor(scaled + 0.5)  # round half away from zero
     # hand count: too large -> beyond [-128, 127] (saturated); too small -> |W / 2**e| < 1/2 (zeroed)
     assert s["saturated"] == int(((r > 127) | (r < -128)).sum()) > 0
     assert s["zeroed"] == int(((scaled < 0.5) & (W != 0)).sum()) > 0
     assert s["saturated_max_abs_error"] > 0 and s["zeroed_max_abs_weight"] > 0
-    assert qn.extra["quantization"]["weights_saturated"] >= s["saturated"]
+    assert qn.quantization.weights_saturated >= s["saturated"]
     with pytest.raises(ConfigError, match="weight_bits"):
         quantize(net, weight_bits=1)
     with pytest.raises(ConfigError, match="threshold_exp"):

@@ -51,7 +51,7 @@ def test_export_reads_back_with_folded_weights(nir, tmp_path, gating):
     assert path.is_file() and info["bytes"] == path.stat().st_size > 0
     g = nir.read(path)
     d = net.dims
-    L, H, D, N, V = d["L"], d["H"], d["D"], d["N"], d["V"]
+    L, H, D, N, V = d.L, d.H, d.D, d.N, d.V
     w = {k: v.numpy() for k, v in fold_weights(net).items()}
 
     # node types: Linear projections and IF populations, nothing else but the Input/Output cuts
@@ -126,7 +126,7 @@ def _e_subgraph(nir, path):
 def _first_step_check(spikes, net):
     """From v = 0, one step of current J fires where J > 1 (ties within float32 rounding excused)."""
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(1, net.dims["D"], generator=gen, dtype=torch.float64)
+    x = torch.randn(1, net.dims.D, generator=gen, dtype=torch.float64)
     J = x @ fold_weights(net)["W_x"][0, 0]
     want = (J > 1).double()
     clear = (J - 1).abs() > 1e-4

@@ -226,7 +226,7 @@ def test_biophysical_runs_on_a_tiny_network(model_factory):
         assert set(d["top_k_overlap"]) == {"dense~reference", "dense~biophysical", "reference~biophysical"}
         assert all(np.isnan(v) or 0.0 <= v <= 1.0 for v in d["top_k_overlap"].values())
         for syn in d["top"]["reference"]:
-            assert 0 <= syn[0] < 1 and 0 <= syn[1] < net.dims["H"] and 0 <= syn[2] < 16 and 0 <= syn[3] < net.dims["N"] // 2
+            assert 0 <= syn[0] < 1 and 0 <= syn[1] < net.dims.H and 0 <= syn[2] < 16 and 0 <= syn[3] < net.dims.N // 2
 
 
 def test_quick_run_with_the_biophysical_window(run_cli, tmp_path):

@@ -26,7 +26,6 @@ import math
 import snntorch
 import torch
 
-from ..errors import ConfigError
 from ..semantics import SimSettings
 from .base import SimulationResult
 from .torch_layers import RECORDABLE, HebbianSynapse, Population, simulate_with  # noqa: F401 (re-exported)
@@ -117,17 +116,11 @@ class IFPopulation(Population):
 
 
 # -- the run ------------------------------------------------------------------------------------
-def _check(net, settings: SimSettings):
-    if settings.coding != "graded" and net.v_init > 1.0:
-        raise ConfigError(f"the {NAME} backend needs v_init <= 1: snnTorch's delayed reset would subtract a "
-                          f"spike at the first step from v_init = {net.v_init}")
-
-
 def simulate(net, ids, settings: SimSettings, device="cpu", record=(), plasticity=None, dtype=torch.float64,
-             progress: bool = False, chunk: int = 64, **options) -> SimulationResult:
+             progress: bool = False, chunk: int = 64, event_driven: bool = True) -> SimulationResult:
     """Runs the network on ids (B, T) with snnTorch neurons (``torch_layers.simulate_with``). chunk:
     tokens whose populations are stepped together (1 = strictly token by token; any value gives the
-    same counts)."""
+    same counts). v_init < 1 (the network guarantees it) keeps snnTorch's delayed reset exact."""
     return simulate_with(IFPopulation, net, ids, settings, name=NAME, library=f"snntorch {snntorch.__version__}",
-                         check=_check, device=device, record=record, plasticity=plasticity, dtype=dtype,
-                         progress=progress, chunk=chunk, **options)
+                         device=device, record=record, plasticity=plasticity, dtype=dtype, progress=progress,
+                         chunk=chunk, event_driven=event_driven)

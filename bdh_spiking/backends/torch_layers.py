@@ -17,19 +17,16 @@ other library.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..semantics import (Plasticity, SimSettings, decode, fold_weights, layer_norm, oscillator_cos_sin,
-                         oscillator_payload)
-from .base import (RECORDABLE, Recorder, SimulationResult, accumulate_stats, check_record,  # noqa: F401
-                   event_counts, new_stats)
-
-
+from ..semantics import (Plasticity, SimSettings, accumulate_stats, boundary_distance, decode, fold_weights,
+                         gate_current, gate_output, initial_membrane, layer_norm, new_stats, oscillator_cos_sin,
+                         oscillator_payload, residual_update)
+from .base import RECORDABLE, Recorder, SimulationResult, make_result  # noqa: F401
 
 # -- populations --------------------------------------------------------------------------------
 class Population(nn.Module):
@@ -46,15 +43,11 @@ class Population(nn.Module):
         self.coding = settings.coding
         self.timesteps = settings.timesteps
         self.max_spikes = settings.max_spikes
-        self.v_init = 0.0 if self.coding == "graded" else float(v_init)
+        self.v_init = initial_membrane(self.coding, v_init)
 
     def distance(self, v: torch.Tensor) -> torch.Tensor:
         """Distance of the integrated membrane v to the nearest firing boundary of the coding."""
-        if self.coding == "rate":
-            return (v - 1.0).abs()
-        if self.coding == "multispike":
-            return (v - torch.clamp(torch.round(v), min=1.0, max=float(self.max_spikes))).abs()
-        return v.abs()  # graded: the boundary between silent and sending is 0
+        return boundary_distance(v, self.coding, self.max_spikes)
 
     def release(self):
         """Frees what the library keeps of this population after a run (nothing by default)."""
@@ -140,15 +133,15 @@ class HebbianSynapse(nn.Module):
         """Tokens t0, t0+1, ... in order (x: B,Tc,D; q: B,Tc,H,N): switches, read, then write."""
         u = torch.empty(*q.shape[:-1], self.shape[-1], device=q.device, dtype=self.S_cols.dtype)
         for i in range(q.shape[1]):
-            t = t0 + i
-            if plasticity.resets(t):
+            rule = plasticity.at(t0 + i)
+            if rule.reset:
                 self.reset()
-            elif t > 0 and plasticity.decay != 1.0:
-                self.decay(plasticity.decay)
+            elif rule.decay is not None:
+                self.decay(rule.decay)
             qt = q[:, i]
             active = self.active_columns(qt) if self.event_driven else None
             u[:, i] = self.read(qt, active)  # a token never reads its own write
-            if plasticity.writes(t):
+            if rule.write:
                 self.write(x[:, i], qt, active)
         return u
 
@@ -162,10 +155,10 @@ class Gate(nn.Module):
         self.gating = gating
 
     def current(self, z, a_hat):
-        return a_hat * z if self.gating == "gain" else z
+        return gate_current(self.gating, z, a_hat)
 
     def forward(self, decoded, a_hat):
-        return decoded if self.gating == "gain" else a_hat * decoded
+        return gate_output(self.gating, decoded, a_hat)
 
 
 class ResidualDecoder(nn.Module):
@@ -174,11 +167,9 @@ class ResidualDecoder(nn.Module):
     def __init__(self, decoder: torch.Tensor):
         super().__init__()
         self.register_buffer("weight", decoder)
-        self.norm = LayerNorm()
 
     def forward(self, x, g):
-        m = g.reshape(*g.shape[:-2], -1) @ self.weight
-        return self.norm(x + self.norm(m))
+        return residual_update(x, g, self.weight)
 
 
 class SpikingBDHLayer(nn.Module):
@@ -201,7 +192,7 @@ class SpikingBDHLayer(nn.Module):
         self.register_buffer("theta_y", w["theta_y"][layer])
         self.x_neurons = population(settings, net.v_init)
         self.y_neurons = population(settings, net.v_init)
-        self.hebbian = HebbianSynapse(batch, d["H"], d["D"], d["N"], device, dtype, event_driven)
+        self.hebbian = HebbianSynapse(batch, d.H, d.D, d.N, device, dtype, event_driven)
         self.attn_norm = LayerNorm()
         self.gate = Gate(net.gating)
         self.decoder = ResidualDecoder(w["decoder"])
@@ -239,54 +230,33 @@ def _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, st
 
 
 def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings, *, name: str, library: str,
-                  check: Optional[Callable] = None, device="cpu", record=(), plasticity=None, dtype=torch.float64,
-                  progress: bool = False, chunk: int = 64, event_driven: bool = True,
-                  **options) -> SimulationResult:
+                  device="cpu", record=(), plasticity=None, dtype=torch.float64, progress: bool = False,
+                  chunk: int = 64, event_driven: bool = True) -> SimulationResult:
     """Runs the network on ids (B, T) with the populations built by ``population(settings, v_init)``.
 
-    name: the backend's name (errors, progress bar, result); library: "<library> <version>" for
-    the result's settings; check(net, settings): the backend's own checks, raising ConfigError,
-    after the common ones. chunk: tokens whose populations are stepped together (1 = strictly
-    token by token; any value gives the same counts). event_driven=False reads and writes every
-    plastic synapse every token (same results; the benchmark's baseline for the event-driven
-    speed-up). Every population is released after the run.
+    name: the backend's name (progress bar, result); library: "<library> <version>" for the
+    result's settings. chunk: tokens whose populations are stepped together (1 = strictly token
+    by token; any value gives the same counts). event_driven=False reads and writes every plastic
+    synapse every token (same results; the benchmark's baseline for the event-driven speed-up).
+    Every population is released after the run. Inputs were checked by ``backends.simulate``.
     """
-    if options:
-        raise ConfigError(f"the {name} backend takes no options {sorted(options)} (only chunk, event_driven)")
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"chunk must be an integer >= 1, got {chunk!r}")
-    if settings.mode != "discrete":
-        raise ConfigError(f"the {name} backend runs mode 'discrete' (got {settings.mode!r})")
-    if check is not None:
-        check(net, settings)
-    keys = check_record(record)
     started = time.perf_counter()
     device = torch.device(device)
     plasticity = plasticity or Plasticity()
-    ids = torch.as_tensor(ids, dtype=torch.int64).to(device)
-    B, T = ids.shape
+    ids = ids.to(device)
+    batch, n_tokens = ids.shape
     d = net.dims
-    L = d["L"]
     w = fold_weights(net, device, dtype)
-    layers = [SpikingBDHLayer(w, layer, net, settings, B, device, dtype, population, event_driven).to(device)
-              for layer in range(L)]
-    embed_norm = LayerNorm()
-
-    stats = new_stats(B, T)
-    rec = Recorder(keys, B, T, d, dtype)
-    logits = torch.empty(B, T, d["V"], device=device, dtype=dtype)
-
+    layers = [SpikingBDHLayer(w, layer, net, settings, batch, device, dtype, population, event_driven).to(device)
+              for layer in range(d.L)]
+    stats = new_stats(batch, n_tokens)
+    rec = Recorder(record, batch, n_tokens, d, dtype)
+    logits = torch.empty(batch, n_tokens, d.V, device=device, dtype=dtype)
     try:
-        _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, stats, rec, logits, progress)
+        _run(name, ids, layers, w, LayerNorm(), settings, plasticity, chunk, set(record), stats, rec, logits, progress)
     finally:
         for block in layers:
             block.x_neurons.release()
             block.y_neurons.release()
-
-    run_settings = {"timesteps": settings.timesteps, "coding": settings.coding, "max_spikes": settings.max_spikes,
-                    "mode": settings.mode, "gating": net.gating, "dtype": str(dtype).replace("torch.", ""),
-                    "device": str(device), "chunk": chunk, "library": library}
-    result = SimulationResult(logits=logits, stats=stats, records=rec.out, backend=name, settings=run_settings,
-                              wall_s=time.perf_counter() - started)
-    result.events = event_counts(stats, net, settings)
-    return result
+    return make_result(name, net, settings, logits, stats, rec.out, started, dtype, device, chunk=chunk,
+                       library=library)
