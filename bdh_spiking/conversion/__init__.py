@@ -65,7 +65,7 @@ def convert(model, gating: str = "product", calibration=None, granularity: str =
     torch.manual_seed(seed)
     ids, calib_name = _calibration_ids(calibration)
     dense = _float64_copy(model)
-    stats = collect_stats(dense, ids, gating, seq_len=seq_len, progress=progress)
+    stats = collect_stats(dense, ids, gating, seq_len=seq_len, progress=progress, quantile=quantile)
     design = (design_T, design_max_spikes) if statistic == "mse" else None
     theta_x, fb_x = thresholds(stats["x"], granularity, quantile, design)
     theta_y, fb_y = thresholds(stats["y"], granularity, quantile, design)

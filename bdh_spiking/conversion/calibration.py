@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import TextError
+from ..errors import ConfigError, TextError
 
 MIN_CALIBRATION_BYTES = 64
+MAX_KEPT_VALUES = 1 << 22  # per head: the largest order statistic a quantile may ask for
 
 
 # Log-spaced histogram of positive values per neuron: 8 bins per octave over 2^-20 .. 2^12.
@@ -40,24 +41,40 @@ class ActivationStats:
     active: torch.Tensor  # L,H,N count of tokens with a positive value
     tokens: int
     hist: torch.Tensor | None = None  # L,H,N,HIST_BINS counts
+    head_top: torch.Tensor | None = None  # L,H,k_head: the largest values of all neurons of a head
 
     def quantile(self, q: float) -> torch.Tensor:
         """The q-quantile of the positive values' upper tail, per neuron (q=1: max).
 
         Uses the order statistic of all `tokens` samples (zeros included for inactive tokens),
-        so q=0.999 on 8192 tokens is the 9th largest value; needs k >= that rank.
+        so q=0.999 on 8192 tokens is the 9th largest value; refuses when fewer values were kept.
         """
-        if q >= 1.0:
-            return self.top[..., 0]
-        rank = int(math.floor((1.0 - q) * self.tokens))
-        rank = min(rank, self.top.shape[-1] - 1)
-        return self.top[..., rank]
+        return _order_statistic(self.top, order_rank(q, self.tokens), "per neuron")
+
+    def head_quantile(self, q: float) -> torch.Tensor:
+        """The q-quantile per head (L,H), its neurons pooled: N * tokens samples."""
+        N = self.top.shape[2]
+        return _order_statistic(self.head_top, order_rank(q, self.tokens * N), "per head")
+
+
+def order_rank(q: float, samples: int) -> int:
+    """0-based rank from the top of the q-quantile of `samples` values (q=1: the maximum)."""
+    return 0 if q >= 1.0 else int(math.floor((1.0 - q) * samples))
+
+
+def _order_statistic(top: torch.Tensor, rank: int, where: str) -> torch.Tensor:
+    if rank >= top.shape[-1]:
+        raise ConfigError(f"quantile needs the {rank + 1}th largest value {where}, but calibration kept only "
+                          f"{top.shape[-1]}")
+    return top[..., rank]
 
 
 class _TopK:
-    def __init__(self, k: int):
+    def __init__(self, k: int, k_head: int):
         self.k = k
+        self.k_head = k_head
         self.top = None
+        self.head_top = None
         self.active = None
         self.hist = None
         self.tokens = 0
@@ -67,13 +84,17 @@ class _TopK:
         pos = F.relu(values).permute(1, 3, 0, 2).reshape(values.shape[1], values.shape[3], -1)  # H,N,BT
         k = min(self.k, pos.shape[-1])
         batch_top = torch.topk(pos, k, dim=-1).values
+        pooled = pos.reshape(pos.shape[0], -1)
+        head_top = torch.topk(pooled, min(self.k_head, pooled.shape[-1]), dim=-1).values
         active = (pos > 0).sum(-1)
         self._histogram(pos)
         if self.top is None:
-            self.top, self.active = batch_top, active
+            self.top, self.head_top, self.active = batch_top, head_top, active
         else:
             merged = torch.cat([self.top, batch_top], dim=-1)
             self.top = torch.topk(merged, min(self.k, merged.shape[-1]), dim=-1).values
+            merged = torch.cat([self.head_top, head_top], dim=-1)
+            self.head_top = torch.topk(merged, min(self.k_head, merged.shape[-1]), dim=-1).values
             self.active = self.active + active
         self.tokens += values.shape[0] * values.shape[2]
 
@@ -88,15 +109,24 @@ class _TopK:
 
 
 def collect_stats(model, ids: torch.Tensor, gating: str, seq_len: int = 256, batch: int = 8,
-                  top_k: int = 64, progress: bool = False) -> dict:
-    """Runs the dense model (float64) over ids cut into sequences; returns {'x': stats, 'y': stats}."""
+                  top_k: int = 64, progress: bool = False, quantile: float = 1.0) -> dict:
+    """Runs the dense model (float64) over ids cut into sequences; returns {'x': stats, 'y': stats}.
+
+    Keeps at least ``top_k`` values per neuron and, per head, as many as the ``quantile`` needs
+    (its order statistic of the pooled head), so no quantile is ever clamped to the kept values.
+    """
     if ids.numel() < MIN_CALIBRATION_BYTES:
         raise TextError(f"calibration text has {ids.numel()} bytes; at least {MIN_CALIBRATION_BYTES} are needed")
     seq_len = min(seq_len, ids.numel())
     n_seq = ids.numel() // seq_len
     seqs = ids[: n_seq * seq_len].view(n_seq, seq_len)
-    L = model.config.n_layer
-    trackers = {"x": [_TopK(top_k) for _ in range(L)], "y": [_TopK(top_k) for _ in range(L)]}
+    L, N, tokens = model.config.n_layer, model.config.n_neurons, n_seq * seq_len
+    k = max(top_k, order_rank(quantile, tokens) + 1)
+    k_head = max(k, order_rank(quantile, tokens * N) + 1)
+    if k_head > MAX_KEPT_VALUES:
+        raise ConfigError(f"threshold quantile {quantile} on {tokens} calibration bytes needs the {k_head}th largest "
+                          f"value of each head (at most {MAX_KEPT_VALUES} are kept): use a quantile closer to 1")
+    trackers = {pop: [_TopK(k, k_head) for _ in range(L)] for pop in ("x", "y")}
 
     def probe(layer, x, x_current, y_current):
         trackers["x"][layer].update(x_current)
@@ -116,6 +146,7 @@ def collect_stats(model, ids: torch.Tensor, gating: str, seq_len: int = 256, bat
             active=torch.stack([t.active for t in layers]).cpu(),
             tokens=layers[0].tokens,
             hist=torch.stack([t.hist for t in layers]).cpu(),
+            head_top=torch.stack([t.head_top for t in layers]).cpu(),
         )
     return out
 
@@ -130,11 +161,8 @@ def thresholds(stats: ActivationStats, granularity: str = "neuron", quantile: fl
     """
     per_neuron = stats.quantile(quantile)  # L,H,N
     L, H, N = per_neuron.shape
-    flat = stats.top.reshape(L, H, N * stats.top.shape[-1])
     # the head statistic treats the head's neurons as one population of N*tokens samples
-    head_stats = ActivationStats(top=torch.topk(flat, min(flat.shape[-1], stats.top.shape[-1]), dim=-1).values
-                                 .unsqueeze(2), active=stats.active.sum(-1, keepdim=True), tokens=stats.tokens * N)
-    per_head = head_stats.quantile(quantile).expand(L, H, N)
+    per_head = stats.head_quantile(quantile).unsqueeze(-1).expand(L, H, N)
     layer_max = per_head.amax(dim=(1, 2), keepdim=True).expand(L, H, N)
     if granularity == "population":
         theta = layer_max.clone()
