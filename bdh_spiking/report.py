@@ -295,6 +295,30 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def baseline_mode(mode: str) -> str:
+    """The mode of the reference baseline: the same as the others', except that the reference has no
+    biophysical mode and runs 'discrete' at the same coding and T (it is then only the baseline of
+    the "vs ref" count columns; the fidelity numbers are against the dense model)."""
+    return "discrete" if mode == "biophysical" else mode
+
+
+def describe_run(dense, result, net, ids, backend, mode, coding, T, max_spikes, device, run_device) -> dict:
+    """One row of the report: settings, fidelity against the dense model, firing, saturations."""
+    run = {"backend": backend, "mode": mode, "coding": coding, "gating": net.gating, "timesteps": T,
+           "max_spikes": max_spikes if coding == "multispike" else None, "tokens": result.tokens,
+           "wall_s": result.wall_s, "tokens_per_s": result.tokens / max(result.wall_s, 1e-12),
+           "device": str(result.settings.get("device", run_device)), "dtype": result.settings.get("dtype")}
+    if run_device is not device:
+        run["device_note"] = f"{device} asked for; the {backend} backend runs on the CPU only"
+    run.update(fidelity(dense, result, ids))
+    run.update(firing(result, net))
+    if "saturations" in result.events:  # mode 'fixed-point': every clamp, counted per kind
+        run["saturations"] = dict(result.events["saturations"])
+        run["saturations_total"] = result.events["saturations_total"]
+        run["quantization"] = result.settings.get("quantization")
+    return run
+
+
 def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codings=("multispike",),
             include_graded: bool = True, mode: str = "discrete", max_spikes: int = 4, device="cpu",
             dtype=torch.float64, text_name: str = "token ids", seed: int = 0, progress: bool = False,
@@ -319,29 +343,19 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
     # several backends: each run's counts are kept (in memory only) to compare every pair of backends
     pairwise, pair_counts = ([], {}) if len(backends) > 1 else (None, None)
     for backend in ["reference"] + [b for b in backends if b != "reference"]:
+        run_mode = baseline_mode(mode) if backend == "reference" else mode
+        opts = (backend_options or {}).get(backend, {})
+        run_device = device
+        if backend in CPU_ONLY_BACKENDS and str(device).startswith("cuda"):
+            run_device = "cpu"
+            if log:
+                log(f"{backend} runs on the CPU only: running it on cpu (device {device} asked for)")
         for coding, T in configs:
             if log:
-                log(f"running {backend}: coding={coding} T={T} mode={mode}")
-            opts = (backend_options or {}).get(backend, {})
-            run_device = device
-            if backend in CPU_ONLY_BACKENDS and str(device).startswith("cuda"):
-                run_device = "cpu"
-                if log:
-                    log(f"{backend} runs on the CPU only: running it on cpu (device {device} asked for)")
-            result = simulate(net, ids, backend=backend, timesteps=T, coding=coding, mode=mode, device=run_device,
+                log(f"running {backend}: coding={coding} T={T} mode={run_mode}")
+            result = simulate(net, ids, backend=backend, timesteps=T, coding=coding, mode=run_mode, device=run_device,
                               record=record, max_spikes=max_spikes, dtype=dtype, progress=progress, **opts)
-            run = {"backend": backend, "mode": mode, "coding": coding, "gating": net.gating, "timesteps": T,
-                   "max_spikes": max_spikes if coding == "multispike" else None, "tokens": result.tokens,
-                   "wall_s": result.wall_s, "tokens_per_s": result.tokens / max(result.wall_s, 1e-12),
-                   "device": str(result.settings.get("device", run_device)), "dtype": result.settings.get("dtype")}
-            if run_device is not device:
-                run["device_note"] = f"{device} asked for; the {backend} backend runs on the CPU only"
-            run.update(fidelity(dense, result, ids))
-            run.update(firing(result, net))
-            if "saturations" in result.events:  # mode 'fixed-point': every clamp, counted per kind
-                run["saturations"] = dict(result.events["saturations"])
-                run["saturations_total"] = result.events["saturations_total"]
-                run["quantization"] = result.settings.get("quantization")
+            run = describe_run(dense, result, net, ids, backend, run_mode, coding, T, max_spikes, device, run_device)
             if backend == "reference":
                 ref_results[(coding, T)] = result
             else:

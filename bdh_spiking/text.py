@@ -7,7 +7,6 @@ conversion and evaluation always have text to work on (no download, no ../shared
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -22,18 +21,6 @@ SHIPPED = {"calibration": "calibration.txt", "heldout": "heldout.txt"}
 
 def shipped_text_path(name: str) -> Path:
     return Path(str(resources.files("bdh_spiking") / "data" / SHIPPED[name]))
-
-
-def shared_corpus_path() -> Path | None:
-    """../shared/data/tinyshakespeare.txt beside a checkout, or $BDH_CORPUS; None when absent."""
-    env = os.environ.get("BDH_CORPUS")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    candidates += [p / "shared" / "data" / "tinyshakespeare.txt" for p in here.parents[:4]]
-    for path in candidates:
-        if path.is_file():
-            return path
-    return None
 
 
 def read_bytes(path: str | Path, min_len: int = 1, what: str = "text") -> np.ndarray:

@@ -96,6 +96,26 @@ def check_text(data: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarra
     return train_part, val_part
 
 
+def start_or_resume(s: TrainSettings, config: BDHConfig | None, gen: torch.Generator, log):
+    """(model, checkpoint info or None, step, tokens, elapsed s, history): a new model, or with
+    --resume the one in s.out with its trainer state (``gen`` is set to the saved state)."""
+    out = Path(s.out)
+    if not (s.resume and out.exists()):
+        config = (config or BDHConfig()).validate()
+        torch.manual_seed(s.seed)
+        return BDH(config), None, 0, 0, 0.0, []
+    model, info = load_checkpoint(out, log=log)
+    trainer = info.get("trainer") or {}
+    if not trainer or info.get("optimizer") is None:
+        raise ConfigError(f"{out} holds no training state (optimizer/trainer): cannot resume from it")
+    step, tokens, elapsed = int(trainer["step"]), int(trainer["tokens"]), float(trainer["elapsed_s"])
+    history = list(info["meta"].get("history", []))
+    gen.set_state(trainer["generator"])
+    model.train()
+    log(f"resuming {out} at step {step} ({tokens} tokens seen)")
+    return model, info, step, tokens, elapsed, history
+
+
 def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callable[[str], None] = print,
           progress: bool = True) -> dict:
     """Trains (or resumes) and writes settings.out atomically; returns the final metadata."""
@@ -110,22 +130,7 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
 
     out = Path(s.out)
     gen = torch.Generator().manual_seed(s.seed)
-    history: list[dict] = []
-    step, tokens, elapsed = 0, 0, 0.0
-    if s.resume and out.exists():
-        model, info = load_checkpoint(out, log=log)
-        trainer = info.get("trainer") or {}
-        if not trainer or info.get("optimizer") is None:
-            raise ConfigError(f"{out} holds no training state (optimizer/trainer): cannot resume from it")
-        step, tokens, elapsed = int(trainer["step"]), int(trainer["tokens"]), float(trainer["elapsed_s"])
-        history = list(info["meta"].get("history", []))
-        gen.set_state(trainer["generator"])
-        model.train()
-        log(f"resuming {out} at step {step} ({tokens} tokens seen)")
-    else:
-        config = (config or BDHConfig()).validate()
-        torch.manual_seed(s.seed)
-        model = BDH(config)
+    model, info, step, tokens, elapsed, history = start_or_resume(s, config, gen, log)
     model.to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)

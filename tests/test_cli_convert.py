@@ -78,3 +78,35 @@ def test_convert_bad_files(run_cli, tmp_path):
         code, _, stderr = run_cli("bdh-convert", "--max-tokens", "32", "--json", out_json, *args)
         assert code == 2 and one_error_line(stderr) and phrase in stderr, stderr
         assert not out_json.exists()
+
+
+def in_process_error(main, argv, capsys, *phrases):
+    """main.run(argv) fails with exit 2 and one 'error:' line naming every phrase."""
+    code = main.run(argv)
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2, stderr
+    assert "Traceback" not in stderr and len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for phrase in phrases:
+        assert phrase in lines[0], stderr
+
+
+@pytest.mark.parametrize("args,phrases", [
+    (["--mode", "biophysical", "--backend", "brian2", "--hardware-fit", "loihi2"], ("--hardware-fit", "biophysical")),
+    (["--mode", "biophysical", "--backend", "brian2", "--save-lava", "g"], ("--save-lava", "biophysical")),
+    (["--mode", "fixed-point", "--generate", "5"], ("--generate", "fixed-point")),
+])
+def test_convert_refuses_flags_the_mode_would_drop(tmp_path, capsys, args, phrases):
+    """Issue 14 (4): refused with one line before any work (the network file given does not exist)."""
+    from bdh_spiking.cli import convert_main
+
+    in_process_error(convert_main, ["--load", str(tmp_path / "absent.bdhsnn"), *args], capsys, *phrases)
+
+
+@pytest.mark.parametrize("spec,phrase", [("", "no backend named"), ("all,reference", "'all' stands alone"),
+                                         ("reference,reference", "named twice")])
+def test_bad_backend_lists_are_one_line(capsys, spec, phrase):
+    from bdh_spiking.cli import convert_main, energy_main
+
+    for main in (convert_main, energy_main):
+        in_process_error(main, ["--backend", spec], capsys, phrase)

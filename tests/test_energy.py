@@ -48,7 +48,7 @@ def write_profile(path, kind="neuromorphic", **values):
 def hand_counts(net, result):
     """Every count from the recorded spike counts and the formulas of docs/energy.md."""
     d = net.dims
-    L, H, D, N, V = d["L"], d["H"], d["D"], d["N"], d["V"]
+    L, H, D, N, V = d.L, d.H, d.D, d.N, d.V
     xc, yc = result.records["x_counts"], result.records["y_counts"]  # B,T,L,H,N
     tok = IDS.numel()
     X, Y = float(xc.sum()), float(yc.sum())
@@ -346,3 +346,28 @@ def test_cli_convert_energy_flag(tmp_path, capsys):
     assert "energy per token" in stdout
     lines = [line for line in stdout.splitlines() if line.strip().startswith("reference") and "loihi" in line]
     assert len(lines) == 1 and "e-" in lines[0]
+
+
+def biophysical_result(result, timesteps, **settings):
+    """``result`` as if brian2 had run it in mode biophysical (30 ms per byte at dt 0.1 ms) with -T timesteps."""
+    bio = copy.copy(result)
+    bio.settings = {"timesteps": timesteps, "coding": "lif-rate", "mode": "biophysical", "gating": result.settings["gating"],
+                    "biophysical": {"token_ms": 30.0, "dt_ms": 0.1}, **settings}
+    return bio
+
+
+@pytest.mark.parametrize("extra", [{}, {"sim_steps_per_token": 300}, {"token_ms": 30.0, "dt_ms": 0.1}])
+def test_biophysical_rates_ignore_the_T_flag(tiny, extra):
+    """Issue 14 (1): in mode biophysical -T means nothing; rates divide by the simulator's steps per token."""
+    _, net, result = tiny
+    one = spiking_counts(biophysical_result(result, 1, **extra), net)
+    eight = spiking_counts(biophysical_result(result, 8, **extra), net)
+    assert one["spike_rate"] == eight["spike_rate"]
+    assert one["timesteps"] == eight["timesteps"] == 300
+    neurons = net.dims.L * 2 * net.dims.H * net.dims.N
+    assert one["spike_rate"] == pytest.approx(result.events["spikes"] / (IDS.numel() * neurons * 300), rel=1e-12)
+    assert one["neuron_updates_inactive"] == eight["neuron_updates_inactive"]
+    lo = load_profile("loihi")
+    assert price_spiking(one, lo)["break_even"] == price_spiking(eight, lo)["break_even"]
+    # the discrete modes still divide by their timesteps
+    assert spiking_counts(result, net)["timesteps"] == T_STEPS

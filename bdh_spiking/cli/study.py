@@ -1,0 +1,95 @@
+"""bdh-study: the three experiments on the plastic working memory (docs/study.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import Parser, entry_point, log, positive_int
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _int_list0(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def study_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="bdh-study",
+        description="Three experiments on the spiking network's plastic working memory: concept-selective "
+                    "synapses, memory under frozen/reset/decaying plasticity, biological firing rates. "
+                    "Writes DIR/report.md, DIR/results.json and PNG figures (docs/study.md).",
+    )
+    p.add_argument("checkpoint", nargs="?", default=None, help="dense checkpoint (default: the shipped default model)")
+    p.add_argument("--backend", default="reference", help="executor of the sweeps (only 'reference')")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="CI-sized run (< 1 minute; numbers are not meaningful)")
+    p.add_argument("--concepts", default=None, metavar="FILE",
+                   help="one concept per line (backslash escapes such as \\n allowed); default: speaker names, "
+                        "'the' and ':\\n'")
+    p.add_argument("--text", default=None, help="study text (default: the shipped held-out sample)")
+    p.add_argument("--token-ms", type=float, default=100.0, help="presentation time of one character in ms (default 100)")
+    p.add_argument("--dt-ms", type=float, default=1.0, help="simulation step in ms (default 1, as the brian2 clock)")
+    p.add_argument("--taus-ms", type=_float_list, default=None, metavar="T1,T2,...",
+                   help="decay time constants in ms (default 300,1000,3000)")
+    p.add_argument("--rates", type=_float_list, default=None, metavar="R1,R2,...",
+                   help="presentation rates in characters/s for the token-time sweep (default 5,10,20)")
+    p.add_argument("--freeze-after", type=_int_list0, default=None, metavar="K1,...", help="default 64")
+    p.add_argument("--reset-every", type=_int_list0, default=None, metavar="M1,...", help="default 32")
+    p.add_argument("-T", "--timesteps", type=positive_int, default=8)
+    p.add_argument("--max-spikes", type=positive_int, default=4)
+    p.add_argument("--seq-len", type=positive_int, default=256, help="passage length (the model's block size)")
+    p.add_argument("--max-tokens", type=positive_int, default=None, help="bytes for experiments 1 and 3 (default 4096)")
+    p.add_argument("--sweep-tokens", type=positive_int, default=None, help="bytes for experiment 2 (default 4096)")
+    p.add_argument("--shifts", type=positive_int, default=None, help="circular shifts in the null (default 19; one more is the decoy)")
+    p.add_argument("--fdr", type=float, default=0.05)
+    p.add_argument("--top-k", type=positive_int, default=10)
+    p.add_argument("--n-layer", type=positive_int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--bio-tokens", type=int, default=None,
+                   help="bytes of the window run in the brian2 biophysical network (3 plasticity conditions) when "
+                        "brian2 is installed (default 32; --quick: 0; 0 skips it)")
+    return p
+
+
+@entry_point
+def main(argv=None):
+    args = study_parser().parse_args(argv)
+    from ..errors import ConfigError
+    from ..study import StudySettings, run_study, summary_lines
+
+    if args.backend != "reference":
+        raise ConfigError(f"bdh-study sweeps run on the reference executor (got --backend {args.backend!r}); "
+                          "a brian2 'biophysical' mode is used automatically when it exists")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    q = args.quick
+    s = StudySettings(
+        out=args.out, checkpoint=args.checkpoint, text=args.text, concepts_file=args.concepts, seed=args.seed,
+        quick=q, timesteps=args.timesteps, max_spikes=args.max_spikes, seq_len=args.seq_len if not q else min(args.seq_len, 128),
+        max_tokens=args.max_tokens or (256 if q else 4096), sweep_tokens=args.sweep_tokens or (256 if q else 4096),
+        token_ms=args.token_ms, dt_ms=args.dt_ms,
+        taus_ms=tuple(args.taus_ms or ((1000.0,) if q else (300.0, 1000.0, 3000.0))),
+        rates_cps=tuple(args.rates or ((10.0,) if q else (5.0, 10.0, 20.0))),
+        freeze_after=tuple(args.freeze_after or ((32,) if q else (64,))),
+        reset_every=tuple(args.reset_every or (32,)),
+        shifts=args.shifts or (5 if q else 19), fdr=args.fdr, top_k=args.top_k, n_layer=args.n_layer,
+        calibration_bytes=1024 if q else None, layers=(0,) if q else None,
+        bio_tokens=args.bio_tokens if args.bio_tokens is not None else (0 if q else 32),
+    )
+    results = run_study(s, log=log)
+    for line in summary_lines(results):
+        print(line)
+    log(f"wrote {args.out}/report.md, {args.out}/results.json and {len(results['figures'])} figures")
+    return 0
