@@ -75,8 +75,8 @@ def spiking_counts(result, net) -> dict:
     tot = {k: float(v.sum()) for k, v in result.stats.items()}
     ac, gnz, xa = tot["active_columns"], tot["g_nonzero"], tot["x_active"]
 
-    graded_lm = tok * d.D * d.V  # final residual -> lm_head (the rest of fan.graded_per_token: E, E_v)
-    graded_E = tok * fan.graded_per_token - graded_lm  # LayerNorm outputs -> E and E_v, dense graded input
+    graded_lm = tok * fan.graded_lm_head_per_token  # final residual -> lm_head
+    graded_E = tok * fan.graded_encoder_per_token  # LayerNorm outputs -> E and E_v, dense graded input
     graded_dec = gnz * fan.product_output  # product node's non-zero outputs -> decoder (0 with gain)
     neurons = d.L * 2 * d.H * d.N  # IF neurons (x and y) per token
     inactive = 0.0 if not gain else (tok * d.L * d.H * d.N - xa) * steps  # gain: y neurons whose gate x is silent

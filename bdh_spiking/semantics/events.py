@@ -32,7 +32,8 @@ class FanOut:
     x_spike: int
     y_spike: int
     product_output: int  # per non-zero gated output (product gating), 0 for gain gating
-    graded_per_token: int  # E, E_v of every layer and lm_head
+    graded_encoder_per_token: int  # E and E_v of every layer
+    graded_lm_head_per_token: int
     plastic_per_column: int
     out_synapses_per_layer: int  # outgoing spike synapses of the x and y neurons of one layer
 
@@ -42,8 +43,13 @@ class FanOut:
         gain = gating == "gain"
         y = D if gain else 1
         return cls(x_spike=2 * D + 1, y_spike=y, product_output=0 if gain else D,
-                   graded_per_token=L * 2 * D * H * N + D * V, plastic_per_column=D,
+                   graded_encoder_per_token=L * 2 * D * H * N, graded_lm_head_per_token=D * V, plastic_per_column=D,
                    out_synapses_per_layer=H * N * ((2 * D + 1) + y))
+
+    @property
+    def graded_per_token(self) -> int:
+        """Graded synaptic events every token costs whatever spikes: E, E_v of every layer, lm_head."""
+        return self.graded_encoder_per_token + self.graded_lm_head_per_token
 
 
 def new_stats(batch: int, n_tokens: int) -> dict:
