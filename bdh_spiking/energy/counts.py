@@ -157,7 +157,7 @@ def dense_elementwise(dims, density: dict | None = None) -> dict:
 def dense_activity(model, ids) -> dict:
     """Measured non-zero fractions of the dense model on ``ids``: a = ReLU(xE), q = R a, g = a*b."""
     from ..model import rope_cos_sin, rotate_pairs
-    from ..report import dense_reference
+    from ..dense_probe import dense_reference
 
     ref = dense_reference(model, ids)
     a, g = ref.a, ref.g  # B,T,L,H,N

@@ -18,7 +18,6 @@ import math
 import torch
 
 from ..errors import ConfigError
-from .settings import is_int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from ..network import QUANT_FORMAT as FORMAT
 from ..network import QUANT_FORMAT_VERSION as FORMAT_VERSION
 from ..network import QUANT_TABLES, FixedPointFormat, Quantization
-from .fixed_point import LN_INPUT_BITS, SAT_KEYS, decay_int, oscillator_table, round_half_away  # noqa: F401
+from .fixed_point import SAT_KEYS, oscillator_table, round_half_away  # noqa: F401 (re-exported)
 from .weights import fold_weights
 
 GRANULARITIES = ("projection", "neuron")
