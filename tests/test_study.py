@@ -182,11 +182,11 @@ def test_increment_scores_rank_a_planted_synapse_first():
     a[lab, 1, 2, 6] = 2.0  # pair k=3 of head 2 in layer 1 fires on the concept
     xres[lab, 1, 4] = 3.0  # residual unit d=4 of layer 1 is large there
     scores = study.increment_scores(a, xres, lab)
-    P = N // 2
+    n_pairs = N // 2
     best = int(np.argmax(scores))
-    assert best == ((1 * H + 2) * D + 4) * P + 3
-    assert study.synapse_of(best, (L, H, D, P)) == [1, 2, 4, 3]
-    assert study.synapse_of(best, (L, H, D, P), layers=[2, 3]) == [3, 2, 4, 3]
+    assert best == ((1 * H + 2) * D + 4) * n_pairs + 3
+    assert study.synapse_of(best, (L, H, D, n_pairs)) == [1, 2, 4, 3]
+    assert study.synapse_of(best, (L, H, D, n_pairs), layers=[2, 3]) == [3, 2, 4, 3]
 
 
 def test_biophysical_runs_on_a_tiny_network(model_factory):
