@@ -178,7 +178,7 @@ def simulation_args(args, timesteps=None):
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     backends = parse_backends(args.backend)
     if "brian2" in backends:  # a bad target (or BDH_SPIKING_BRIAN2_TARGET) fails before any work
-        from .backends.brian2_backend import check_target
+        from .backends.brian2.codegen import check_target
 
         check_target(args.brian2_target)
     return backends, resolve_device(args.device), dtype
@@ -299,7 +299,7 @@ def convert_main(argv=None):
         fit_profiles = parse_fit_profiles(fit_spec)
     if args.mode == "biophysical" or args.sweep or args.record or args.bio_params or any(
             v is not None for v in (args.token_ms, args.max_rate, args.noise)):
-        from .backends.brian2_biophysical import run_cli_biophysical
+        from .cli_biophysical import run_cli_biophysical
 
         return run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtype, text_name, _log)
     report = compare(model, net, ids, backends=backends, timesteps=timesteps, codings=[args.coding],

@@ -112,7 +112,7 @@ class StudySettings:
         if self.bio_tokens < 0:
             raise ConfigError(f"--bio-tokens must be >= 0 (0 skips the biophysical runs), got {self.bio_tokens}")
         if self.bio_tokens > 0:  # a bad BDH_SPIKING_BRIAN2_TARGET fails here, not after the reference runs
-            from .backends.brian2_backend import check_target
+            from .backends.brian2.codegen import check_target
 
             check_target("auto")
         return self
@@ -599,7 +599,7 @@ def biophysical_status() -> tuple[bool, str]:
 
     if not available("brian2"):
         return False, "brian2 backend unavailable (simulator not installed)"
-    if importlib.util.find_spec("bdh_spiking.backends.brian2_biophysical") is None:
+    if importlib.util.find_spec("bdh_spiking.backends.brian2.biophysical") is None:
         return False, "the brian2 backend does not offer mode 'biophysical' in this version"
     return True, "brian2 mode 'biophysical' available"
 
@@ -1100,7 +1100,7 @@ def write_figures(out, results, runs, traj, labels, concepts, rates, net, w, ids
     ax.set_title(f"spike raster, first {n_tok} characters (T={s.timesteps} steps per {s.token_ms:g} ms character)")
     save(fig, "raster.png")
     if bio_ok:
-        from .backends.brian2_biophysical import plot_monitors
+        from .biophysical_figures import plot_monitors
 
         files += [Path(f).name for f in plot_monitors(bio["_result"], out, prefix="biophysical")]
     return files
