@@ -177,6 +177,7 @@ class BiophysicalExecutor:
 
         L, H, D, N = self.dims.L, self.dims.H, self.dims.D, self.dims.N
         par = self.par
+        free_previous_networks()
         self.batch = batch
         self.clock = b2.Clock(dt=par["dt_ms"] * ms, name="bdh_bio_clock")
         ns = _namespace(par)
@@ -416,7 +417,6 @@ class BiophysicalExecutor:
     def run(self, ids: torch.Tensor) -> SimulationResult:
         started = time.perf_counter()
         batch, n_tokens = ids.shape
-        free_previous_networks()
         self.build(batch)
         built = time.perf_counter()
         self.ids, self.state = ids, BioState(self.dims.L)

@@ -116,6 +116,7 @@ class Brian2Executor:
         import brian2 as b2
 
         L, H, D, N = self.dims.L, self.dims.H, self.dims.D, self.dims.N
+        free_previous_networks()
         self.batch = batch
         code = neuron_code(self.settings.coding, self.settings.max_spikes)
         # fixed object names: generated code (and so the cython cache key) must not change between calls
@@ -267,7 +268,6 @@ class Brian2Executor:
     def run(self, ids: torch.Tensor) -> SimulationResult:
         started = time.perf_counter()
         batch, n_tokens = ids.shape
-        free_previous_networks()
         self.build(batch)
         built = time.perf_counter()
         self.ids, self.token = ids, TokenState()
