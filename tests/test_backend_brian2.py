@@ -16,8 +16,9 @@ import torch
 pytest.importorskip("brian2")
 
 import bdh_spiking as bs  # noqa: E402
-from bdh_spiking.backends import brian2_backend, reference  # noqa: E402
+from bdh_spiking.backends import brian2 as brian2_backend, reference  # noqa: E402
 from bdh_spiking.backends.base import EVENT_KEYS  # noqa: E402
+from bdh_spiking.backends.registry import check_request  # noqa: E402
 from bdh_spiking.errors import CheckpointError, ConfigError  # noqa: E402
 from bdh_spiking.model import BDH, BDHConfig  # noqa: E402
 from bdh_spiking.report import spike_differences  # noqa: E402
@@ -126,20 +127,21 @@ def test_invalid_options_raise_config_error():
     net = small_net("gain", 1, seed=8)
     ids = token_ids(1, 2)
     ok = SimSettings(timesteps=2, coding="rate")
+    with pytest.raises(ConfigError, match="cpu only"):  # (a machine without CUDA refuses it even earlier)
+        check_request("brian2", ok, torch.device("cuda"), torch.float64)
+    ok = dict(backend="brian2", timesteps=ok.timesteps, coding=ok.coding)  # checked once, by the registry
     with pytest.raises(ConfigError, match="biophysical"):  # a biophysical option in discrete mode
-        brian2_backend.simulate(net, ids, ok, token_ms=50)
+        bs.simulate(net, ids, token_ms=50, **ok)
     with pytest.raises(ConfigError, match="discrete"):
         bs.simulate(net, ids, backend="brian2", mode="fixed-point")
-    with pytest.raises(ConfigError, match="CPU"):
-        brian2_backend.simulate(net, ids, ok, device="cuda")
     with pytest.raises(ConfigError, match="float64"):
-        brian2_backend.simulate(net, ids, ok, dtype=torch.float32)
+        bs.simulate(net, ids, dtype=torch.float32, **ok)
     with pytest.raises(ConfigError, match="option"):
-        brian2_backend.simulate(net, ids, ok, chunk=4)
-    with pytest.raises(ConfigError, match="target"):
-        brian2_backend.simulate(net, ids, ok, target="cpp_standalone")
+        bs.simulate(net, ids, chunk=4, **ok)
+    with pytest.raises(ConfigError, match="target"):  # only Brian2 knows its targets
+        bs.simulate(net, ids, target="cpp_standalone", **ok)
     with pytest.raises(ConfigError, match="record"):
-        brian2_backend.simulate(net, ids, ok, record=("bogus",))
+        bs.simulate(net, ids, record=("bogus",), **ok)
     with pytest.raises(ConfigError, match="plasticity"):
         bs.simulate(net, ids, backend="brian2", plasticity={"forget": 1})
 
@@ -207,7 +209,7 @@ def test_no_c_compiler_falls_back_to_numpy_with_a_warning(tmp_path):
     import subprocess
     import sys
 
-    code = ("from bdh_spiking.backends import brian2_backend as b\n"
+    code = ("from bdh_spiking.backends import brian2 as b\n"
             f"cache = {str(tmp_path / 'cache')!r}\n"
             "first = b.resolve_target('auto', cache)\n"
             "print(first, b.resolve_target('cython', cache))\n")
@@ -226,7 +228,7 @@ def test_cold_cython_cache_says_it_compiles(tmp_path):
     import subprocess
     import sys
 
-    code = ("from bdh_spiking.backends import brian2_backend as b\n"
+    code = ("from bdh_spiking.backends import brian2 as b\n"
             f"cache = {str(tmp_path / 'cache')!r}\n"
             "first = b.resolve_target('auto', cache)\n"
             "print(first, b.resolve_target('auto', cache))\n")

@@ -14,17 +14,17 @@ import torch
 pytest.importorskip("brian2")
 
 import bdh_spiking as bs  # noqa: E402
-from bdh_spiking.backends import brian2_backend, brian2_biophysical as bio  # noqa: E402
+from bdh_spiking.backends.brian2 import biophysical as bio, params  # noqa: E402
+from bdh_spiking.backends.registry import CONTRACTS  # noqa: E402
 from bdh_spiking.backends.base import EVENT_KEYS  # noqa: E402
 from bdh_spiking.errors import ConfigError  # noqa: E402
 from bdh_spiking.model import BDH, BDHConfig  # noqa: E402
 from bdh_spiking.report import dense_reference, fidelity  # noqa: E402
-from bdh_spiking.semantics import SimSettings  # noqa: E402
 
 from conftest import randomize  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWarning")
-BIO = SimSettings(timesteps=8, coding="rate", mode="biophysical")
+BIO = dict(backend="brian2", timesteps=8, coding="rate", mode="biophysical")
 
 
 def tiny(seed: int = 0, n_layer: int = 1, gating: str = "product"):
@@ -42,7 +42,7 @@ def ids_for(batch, length, seed=0):
 
 def run(net, ids, record=("counts", "decoded", "state"), **options):
     options.setdefault("schedule", "sequential")
-    return brian2_backend.simulate(net, ids, BIO, record=record, **options)
+    return bs.simulate(net, ids, record=record, **BIO, **options)
 
 
 def test_runs_with_right_shapes_and_monitors():
@@ -101,7 +101,7 @@ def test_pipelined_schedule_default():
     correlation 0.998 / 0.995, plastic-state cosine 0.999."""
     model, net = tiny(seed=0)
     ids = ids_for(2, 8, seed=0)
-    out = brian2_backend.simulate(net, ids, BIO, record=("counts", "decoded", "state"), token_ms=100)
+    out = bs.simulate(net, ids, record=("counts", "decoded", "state"), token_ms=100, **BIO)
     assert out.settings["biophysical"]["schedule"] == "pipelined"
     assert out.settings["latency_ms"] == 200.0 and out.settings["x_window_ms"] == pytest.approx(100.0)
     assert out.settings["simulated_ms"] == pytest.approx(8 * 2 * 100 + 0.2, abs=0.11)
@@ -134,7 +134,7 @@ def test_noise_is_reproducible_with_a_seed():
     ({"max_rate": 600.0}, "below 1/t_ref"),
     ({"schedule": "parallel"}, "schedule"),
     ({"rule": "stdp"}, "plasticity rule"),
-    ({"tau_M": 3.0}, "unknown brian2 backend option"),
+    ({"tau_M": 3.0}, "unknown options"),
     ({"params_file": "/nonexistent/bio.toml"}, "cannot read"),
 ])
 def test_invalid_parameters_raise_config_error(options, phrase):
@@ -145,11 +145,11 @@ def test_invalid_parameters_raise_config_error(options, phrase):
     with pytest.raises(ConfigError, match="record"):
         run(net, ids_for(1, 2), record=("spikes", "bogus"))
     with pytest.raises(ConfigError, match="biophysical"):  # the mode's options are not discrete mode's
-        brian2_backend.simulate(net, ids_for(1, 2), SimSettings(timesteps=2), token_ms=50)
+        bs.simulate(net, ids_for(1, 2), backend="brian2", timesteps=2, token_ms=50)
 
 
 def test_params_file_overrides_the_shipped_defaults(tmp_path):
-    shipped = bio.load_params()
+    shipped = params.load_params()
     assert shipped["token_ms"] == 100.0 and shipped["schedule"] == "pipelined" and shipped["noise"] == 0.0
     path = tmp_path / "bio.toml"
     path.write_text("seed = 3\n[time]\ntoken_ms = 30.0\nschedule = \"sequential\"\n[neuron]\nmax_rate_hz = 150.0\n")
@@ -226,3 +226,27 @@ def test_cython_and_numpy_targets_agree_bit_for_bit():
     b = run(net, ids, record=("counts",), target="cython", token_ms=30)
     assert b.settings["target"] == "cython"
     assert torch.equal(a.logits, b.logits) and torch.equal(a.records["x_counts"], b.records["x_counts"])
+
+
+def test_neuron_updates_count_every_simulation_step_of_long_windows():
+    """Issue 14, defect 1: a stage window of 5000 steps (token_ms 500) was counted as min(P, 4096)
+    steps per neuron and token. Every x and y neuron is integrated at every Brian2 step, and the
+    settings carry what a rate per second or per step needs (not the meaningless T)."""
+    _, net = tiny(seed=5)
+    d = net.dims
+    out = bs.simulate(net, ids_for(1, 1, seed=5), backend="brian2", mode="biophysical", timesteps=1, coding="rate",
+                      token_ms=500)
+    s = out.settings
+    assert (s["dt_ms"], s["token_ms"], s["stage_steps"]) == (0.1, 500.0, 5000)
+    assert s["sim_steps_per_token"] == 2 * d.L * s["stage_steps"]
+    assert s["brian2_timesteps"] == s["sim_steps_per_token"] * 1 + 2  # + the last write and its clearing
+    assert s["simulated_ms"] == pytest.approx(s["brian2_timesteps"] * s["dt_ms"])
+    assert out.events["neuron_updates"] == 2 * d.L * 1 * d.H * d.N * s["brian2_timesteps"]
+
+
+def test_biophysical_options_are_the_contracts():
+    """Every biophysical option the registry accepts is consumed (no dead option lists such as the
+    former EXTRA_OPTIONS): the executor's own, the parameters by name and their aliases."""
+    own = {"target", "cache_dir", "params_file", "monitor_neurons", "monitor_dt_ms"}
+    assert set(CONTRACTS["brian2"].options["biophysical"]) == own | set(params.PARAMS) | set(params.ALIASES)
+    assert not any(hasattr(m, "EXTRA_OPTIONS") for m in (params, bio))
