@@ -15,7 +15,7 @@ module below is the executable form of one part of it, and every executor calls 
 
 from .decoding import decode, spike_events
 from .events import EVENT_KEYS, FanOut, accumulate_stats, event_counts, new_stats
-from .graded import GATINGS, gate_current, gate_output, layer_norm, residual_update
+from .graded import GATINGS, gate_current, gate_output, layer_norm, residual_from_sum, residual_update
 from .neurons import (boundary_distance, firing_boundary, initial_membrane, neuron_step, neuron_step_,
                       run_population)
 from .oscillator import oscillator_cos_sin, oscillator_payload, pair_partner
@@ -28,5 +28,5 @@ __all__ = [
     "Plasticity", "TokenRule", "chunk_bounds", "plastic_chunk", "plastic_step", "fold_weights", "initial_membrane",
     "firing_boundary", "boundary_distance", "neuron_step", "neuron_step_", "run_population", "decode",
     "spike_events", "oscillator_cos_sin", "oscillator_payload", "pair_partner", "layer_norm", "gate_current",
-    "gate_output", "residual_update", "EVENT_KEYS", "FanOut", "accumulate_stats", "event_counts", "new_stats",
+    "gate_output", "residual_update", "residual_from_sum", "EVENT_KEYS", "FanOut", "accumulate_stats", "event_counts", "new_stats",
 ]

@@ -13,7 +13,7 @@ from ..model import layer_norm
 
 from ..network import GATINGS
 
-__all__ = ["GATINGS", "layer_norm", "gate_current", "gate_output", "residual_update"]
+__all__ = ["GATINGS", "layer_norm", "gate_current", "gate_output", "residual_update", "residual_from_sum"]
 
 
 def gate_current(gating: str, z: torch.Tensor, a_hat: torch.Tensor) -> torch.Tensor:
@@ -26,5 +26,9 @@ def gate_output(gating: str, decoded_y: torch.Tensor, a_hat: torch.Tensor) -> to
 
 def residual_update(x: torch.Tensor, g: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
     """x (..., D), g (..., H, N) -> LN(x + LN(g_flat @ decoder))."""
-    m = g.reshape(*g.shape[:-2], -1) @ decoder
+    return residual_from_sum(x, g.reshape(*g.shape[:-2], -1) @ decoder)
+
+
+def residual_from_sum(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """x <- LN(x + LN(m)), m the decoder's sum (summed by synapses where a simulator does it)."""
     return layer_norm(x + layer_norm(m))

@@ -18,7 +18,6 @@ settings: ``sim_steps_per_token``, ``dt_ms``, ``token_ms`` (and ``simulated_ms``
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 
@@ -27,10 +26,10 @@ import torch
 
 from ...errors import ConfigError
 from ...semantics import (Plasticity, SimSettings, accumulate_stats, event_counts, fold_weights, gate_current,
-                          gate_output, layer_norm, new_stats, oscillator_cos_sin, oscillator_payload)
+                          gate_output, layer_norm, new_stats, oscillator_cos_sin, oscillator_payload,
+                          residual_from_sum)
 from ..base import RECORDABLE, Recorder, SimulationResult
 from .codegen import configure
-from .discrete import residual_from_sum
 from .params import ALIASES, PARAMS, effective_window_ms, load_params, phase_steps
 from .topology import build_projections, free_previous_networks, live_array, live_views, progress_bar, run_scheduled
 

@@ -38,7 +38,7 @@ import torch
 
 from ...semantics import (Plasticity, SimSettings, accumulate_stats, decode, fold_weights, gate_current,
                           gate_output, initial_membrane, layer_norm, new_stats, oscillator_cos_sin,
-                          oscillator_payload)
+                          oscillator_payload, residual_from_sum)
 from ..base import Recorder, SimulationResult, make_result
 from .codegen import configure
 from .topology import build_projections, free_previous_networks, live_array, live_views, progress_bar, run_scheduled
@@ -80,11 +80,6 @@ def neuron_code(coding: str, max_spikes: int) -> dict:
     select = (f"mg = mg + (1.0 - active) * {BIG!r}\n"
               "margin = int(mg < margin) * mg + int(mg >= margin) * margin")
     return {"integrate": integrate + margin + select, "threshold": threshold, "reset": reset}
-
-
-def residual_from_sum(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """x <- LN(x + LN(m)): semantics.residual_update with m summed by the decoder synapses."""
-    return layer_norm(x + layer_norm(m))
 
 
 @dataclasses.dataclass
