@@ -111,7 +111,6 @@ def _layer(spec, entry, given: GraphInput):
     layer, name, low, arrays = entry["layer"], entry["name"], given.low, given.arrays
     batch, n_tokens = given.ids.shape
     d, settings = spec["dims"], spec["settings"]
-    W_x = arrays[f"{low.tables}W_x"][layer]  # H,D,N
 
     def table(key):
         return np.ascontiguousarray(arrays[f"{low.tables}{key}"][layer])
@@ -119,7 +118,7 @@ def _layer(spec, entry, given: GraphInput):
     cos, sin = oscillator_phases(given.net, low, n_tokens)
     shapes = record_shapes(n_tokens, batch, d["H"], d["N"], d["D"], given.record, low.integer)
     return BDHLayer(
-        w_x=np.ascontiguousarray(W_x.transpose(1, 0, 2).reshape(d["D"], d["H"] * d["N"])), w_y=table("W_y"),
+        w_x=table("W_x"), w_y=table("W_y"),
         shift_x=table("W_x_shift"), shift_y=table("W_y_shift"), theta_x=table("theta_x"),
         theta_y=table("theta_y"), decoder=np.ascontiguousarray(arrays[f"{low.tables}decoder"]), cos=cos, sin=sin,
         batch=batch, timesteps=settings["timesteps"], coding=settings["coding"],

@@ -94,7 +94,7 @@ class AbstractBDHLayerModel(PyLoihiProcessModel):
         self.token_start()
         x = x.reshape(self.batch, self.x_res.shape[1])
         self.x_res = self.layer_norm(x) if self.normalize_input else x
-        self.i_x = self.x_current((self.x_res @ self.w_x).reshape(self.i_x.shape))
+        self.i_x = self.x_current(self.x_res)
         self.v_x, self.cnt_x, self.mrg_x = self.fresh(self.v_x, self.cnt_x, self.mrg_x)
 
     # -- x counts -> oscillator payload -> plastic read, write -> y currents ---------------------
@@ -102,8 +102,7 @@ class AbstractBDHLayerModel(PyLoihiProcessModel):
         self.a_hat = self.decode(self.cnt_x, self.theta_x, "x")
         self.q = self.payload(self.a_hat, self.cos[t], self.sin[t])  # B,H,N
         u = self.plastic(self.x_res, self.q, self.plasticity.at(t))  # B,H,D (updates S)
-        z = np.matmul(self.layer_norm(u).transpose(1, 0, 2), self.w_y).transpose(1, 0, 2)  # B,H,N
-        self.i_y = self.y_current(z, self.a_hat)
+        self.i_y = self.y_current(self.layer_norm(u), self.a_hat)
         self.v_y, self.cnt_y, self.mrg_y = self.fresh(self.v_y, self.cnt_y, self.mrg_y)
 
     # -- y counts -> gate -> decoder -> residual with its LayerNorms ---------------------------
@@ -178,8 +177,8 @@ class PyBDHLayerModelFloat(AbstractBDHLayerModel):
     def layer_norm(self, x):
         return semantics.layer_norm(view(x)).numpy()
 
-    def x_current(self, acc):
-        return acc
+    def x_current(self, x):  # the contraction of the reference executor (ReferenceExecutor.x_stage)
+        return torch.einsum("...d,hdn->...hn", view(x), view(self.w_x)).numpy()
 
     def neuron_step(self, v, current, pop):
         v, s, distance = semantics.neuron_step(view(v), view(current), self.settings.coding,
@@ -195,8 +194,9 @@ class PyBDHLayerModelFloat(AbstractBDHLayerModel):
     def plastic(self, x, q, rule):
         return semantics.plastic_step(view(self.S), view(x), view(q), rule).numpy()  # S in place
 
-    def y_current(self, z, a):
-        return semantics.gate_current(self.gating, view(z), view(a)).numpy()
+    def y_current(self, u_norm, a):
+        z = torch.einsum("...hd,hdn->...hn", view(u_norm), view(self.w_y))
+        return semantics.gate_current(self.gating, z, view(a)).numpy()
 
     def gate(self, decoded, a):
         return semantics.gate_output(self.gating, view(decoded), view(a)).numpy()
@@ -262,8 +262,9 @@ class PyBDHLayerModelFixed(AbstractBDHLayerModel):
     def layer_norm(self, x):
         return self.math.ln(view(x)).numpy()
 
-    def x_current(self, acc):
-        return self.math.current(view(acc), view(self.shift_x), "x").numpy()
+    def x_current(self, x):  # the contractions of the reference executor (FixedPointExecutor.layer)
+        acc = torch.einsum("bd,hdn->bhn", view(x), view(self.w_x))
+        return self.math.current(acc, view(self.shift_x), "x").numpy()
 
     def neuron_step(self, v, current, pop):
         v, emitted, margin = self.math.neuron_step(view(v), view(current), pop)
@@ -280,14 +281,15 @@ class PyBDHLayerModelFixed(AbstractBDHLayerModel):
         self.S = S.numpy()
         return u.numpy()
 
-    def y_current(self, z, a):
-        return self.math.y_current(view(z), view(a), view(self.shift_y)).numpy()
+    def y_current(self, u_norm, a):
+        acc = torch.einsum("bhd,hdn->bhn", view(u_norm), view(self.w_y))
+        return self.math.y_current(acc, view(a), view(self.shift_y)).numpy()
 
     def gate(self, decoded, a):
         return self.math.gate(view(decoded), view(a)).numpy()
 
     def residual(self, x, g):
-        return self.math.residual(view(x), view(g.reshape(self.batch, -1) @ self.decoder)).numpy()
+        return self.math.residual(view(x), view(g).reshape(self.batch, -1) @ view(self.decoder)).numpy()
 
     def counts(self, counts):
         return counts.astype(np.float64) / self.math.Th

@@ -28,8 +28,7 @@ class BDHLayer(AbstractProcess):
     """One BDH layer as two populations of unit-threshold IF neurons with plastic synapses.
 
     Arrays (Var initial values; float64 folded weights in floating point, the quantization's
-    integer tables in fixed point): w_x (D, H*N) = E by theta_x, laid out so the graded input
-    x (B, D) gives the accumulators x @ w_x; w_y (H, D, N) = E_v by theta_y; shift_x, shift_y
+    integer tables in fixed point): w_x (H, D, N) = E by theta_x; w_y (H, D, N) = E_v by theta_y; shift_x, shift_y
     (H, N) right shifts from accumulator to state units (fixed point; 0 in floating point);
     theta_x, theta_y (H, N); decoder (H*N, D); cos, sin (n_tokens, N) oscillator phases.
 
