@@ -109,6 +109,24 @@ def test_plasticity_switches_and_state_match_stepwise_reference(model_factory):
     assert not torch.equal(intact.records["y_counts"], out.records["y_counts"])
 
 
+def test_layer_values_are_the_stepwise_references_bit_for_bit(model_factory):
+    """The layer's ProcessModel runs the semantics' rules (and the reference's contractions) on torch
+    views: every layer value equals the stepwise reference's exactly; only the logits, made by Lava's
+    own Dense (readout), may differ in the last bits."""
+    net = small_net(model_factory, "product", 2)
+    ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(11))
+    plast = Plasticity(reset_every=4, decay_tau_tokens=3.0)
+    settings = SimSettings(timesteps=2, coding="multispike", max_spikes=3)
+    rec = ("counts", "margins", "decoded", "state")
+    ref = bs.backends.load_backend("reference").simulate(net, ids, settings, plasticity=plast, record=rec,
+                                                         stepwise=True)
+    out = bs.simulate(net, ids, backend="lava", timesteps=2, coding="multispike", max_spikes=3, record=rec,
+                      plasticity=plast)
+    for key in ref.records:
+        assert torch.equal(out.records[key], ref.records[key]), key
+    assert_matches(ref, out, net)
+
+
 def test_saved_process_graph_rebuilds_with_identical_counts(model_factory, tmp_path):
     net = small_net(model_factory, "product", 2)
     ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(7))

@@ -100,8 +100,8 @@ class AbstractBDHLayerModel(PyLoihiProcessModel):
     # -- x counts -> oscillator payload -> plastic read, write -> y currents ---------------------
     def start_y(self, t: int) -> None:
         self.a_hat = self.decode(self.cnt_x, self.theta_x, "x")
-        self.q = self.payload(self.a_hat, self.cos[t], self.sin[t])  # B,H,N
-        u = self.plastic(self.x_res, self.q, self.plasticity.at(t))  # B,H,D (updates S)
+        self.payload = self.rotate(self.a_hat, self.cos[t], self.sin[t])  # B,H,N
+        u = self.plastic(self.x_res, self.payload, self.plasticity.at(t))  # B,H,D (updates S)
         self.i_y = self.y_current(self.layer_norm(u), self.a_hat)
         self.v_y, self.cnt_y, self.mrg_y = self.fresh(self.v_y, self.cnt_y, self.mrg_y)
 
@@ -117,7 +117,7 @@ class AbstractBDHLayerModel(PyLoihiProcessModel):
         cx, cy = self.counts(self.cnt_x), self.counts(self.cnt_y)
         rec["x"][t], rec["y"][t] = cx, cy
         stats = new_stats(self.batch, 1)
-        accumulate_stats(stats, (slice(None), 0), self.settings, view(cx), view(cy), view(self.q), view(g))
+        accumulate_stats(stats, (slice(None), 0), self.settings, view(cx), view(cy), view(self.payload), view(g))
         rec["stats"][t] = np.stack([stats[k][:, 0].numpy() for k in EVENT_KEYS], axis=-1)
         if "decoded" in self.record:
             rec["a"][t], rec["g"][t] = self.graded(self.a_hat), self.graded(g)
@@ -166,7 +166,7 @@ class PyBDHLayerModelFloat(AbstractBDHLayerModel):
     mrg_x: np.ndarray = LavaPyType(np.ndarray, float)
     mrg_y: np.ndarray = LavaPyType(np.ndarray, float)
     a_hat: np.ndarray = LavaPyType(np.ndarray, float)
-    q: np.ndarray = LavaPyType(np.ndarray, float)
+    payload: np.ndarray = LavaPyType(np.ndarray, float)
     x_res: np.ndarray = LavaPyType(np.ndarray, float)
     S: np.ndarray = LavaPyType(np.ndarray, float)
 
@@ -188,7 +188,7 @@ class PyBDHLayerModelFloat(AbstractBDHLayerModel):
     def decode(self, counts, theta, pop):
         return semantics.decode(view(counts), view(theta), self.settings.timesteps).numpy()
 
-    def payload(self, a, cos, sin):
+    def rotate(self, a, cos, sin):
         return semantics.oscillator_payload(view(a), view(cos), view(sin)).numpy()
 
     def plastic(self, x, q, rule):
@@ -242,7 +242,7 @@ class PyBDHLayerModelFixed(AbstractBDHLayerModel):
     mrg_x: np.ndarray = LavaPyType(np.ndarray, float)
     mrg_y: np.ndarray = LavaPyType(np.ndarray, float)
     a_hat: np.ndarray = _int(24)
-    q: np.ndarray = _int(24)
+    payload: np.ndarray = _int(24)
     x_res: np.ndarray = _int(24)
     S: np.ndarray = _int(32)
 
@@ -273,7 +273,7 @@ class PyBDHLayerModelFixed(AbstractBDHLayerModel):
     def decode(self, counts, theta, pop):
         return self.math.decode(view(counts), view(theta), pop).numpy()
 
-    def payload(self, a, cos, sin):
+    def rotate(self, a, cos, sin):
         return self.math.payload(view(a), view(cos), view(sin)).numpy()
 
     def plastic(self, x, q, rule):

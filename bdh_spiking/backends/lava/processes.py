@@ -63,7 +63,7 @@ class BDHLayer(AbstractProcess):
         self.mrg_x, self.mrg_y = Var(shape=pop, init=np.inf), Var(shape=pop, init=np.inf)
         # the token's decoded x activity, its rotated payload and the layer's residual input
         self.a_hat = Var(shape=pop, init=0)
-        self.q = Var(shape=pop, init=0)
+        self.payload = Var(shape=pop, init=0)  # q = R_t a
         self.x_res = Var(shape=(batch, D), init=0)
         # plastic synapses (fixed frame), one D x N matrix per head and sequence
         self.S = Var(shape=(batch, H, D, N), init=0)
