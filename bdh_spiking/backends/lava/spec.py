@@ -69,8 +69,9 @@ LOWERINGS = {
         dense_model="lava.proc.dense.models.PyDenseModelBitAcc", layer_model=f"{PACKAGE}.models.PyBDHLayerModelFixed",
         sink_model=f"{PACKAGE}.models.PyLogitSinkModelFixed", tables="q_", integer=True,
         layer_weights={"w_x": "q_W_x[{layer}]", "w_y": "q_W_y[{layer}]", "shift_x": "q_W_x_shift[{layer}]",
-                       "shift_y": "q_W_y_shift[{layer}]", "theta_x": "q_theta_x[{layer}]", "theta_y": "q_theta_y[{layer}]",
-                       "decoder": "q_decoder", "cos/sin": "semantics.fixed_point.oscillator_table(freqs, n, frac_bits)"}),
+                       "shift_y": "q_W_y_shift[{layer}]", "theta_x": "q_theta_x[{layer}]",
+                       "theta_y": "q_theta_y[{layer}]", "decoder": "q_decoder",
+                       "cos/sin": "semantics.fixed_point.oscillator_table(freqs, n, frac_bits)"}),
 }
 
 
