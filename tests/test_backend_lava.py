@@ -1,4 +1,4 @@
-"""The Lava backend (bdh_spiking.backends.lava_backend) against the reference executor.
+"""The Lava backend (bdh_spiking.backends.lava) against the reference executor.
 
 Spike counts must equal the reference's exactly except at near-threshold ties (report.spike_differences
 judges: non_tie_differences == 0), logits within 1e-9 relative, event statistics identical.
@@ -23,7 +23,7 @@ from bdh_spiking.errors import ConfigError  # noqa: E402
 from bdh_spiking.report import spike_differences  # noqa: E402
 from bdh_spiking.semantics import Plasticity, SimSettings  # noqa: E402
 
-lava_backend = pytest.importorskip("bdh_spiking.backends.lava_backend")
+lava_backend = pytest.importorskip("bdh_spiking.backends.lava")
 
 DATA = Path(bs.__file__).parent / "data"
 REC = ("counts", "margins", "decoded")
@@ -109,6 +109,24 @@ def test_plasticity_switches_and_state_match_stepwise_reference(model_factory):
     assert not torch.equal(intact.records["y_counts"], out.records["y_counts"])
 
 
+def test_layer_values_are_the_stepwise_references_bit_for_bit(model_factory):
+    """The layer's ProcessModel runs the semantics' rules (and the reference's contractions) on torch
+    views: every layer value equals the stepwise reference's exactly; only the logits, made by Lava's
+    own Dense (readout), may differ in the last bits."""
+    net = small_net(model_factory, "product", 2)
+    ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(11))
+    plast = Plasticity(reset_every=4, decay_tau_tokens=3.0)
+    settings = SimSettings(timesteps=2, coding="multispike", max_spikes=3)
+    rec = ("counts", "margins", "decoded", "state")
+    ref = bs.backends.load_backend("reference").simulate(net, ids, settings, plasticity=plast, record=rec,
+                                                         stepwise=True)
+    out = bs.simulate(net, ids, backend="lava", timesteps=2, coding="multispike", max_spikes=3, record=rec,
+                      plasticity=plast)
+    for key in ref.records:
+        assert torch.equal(out.records[key], ref.records[key]), key
+    assert_matches(ref, out, net)
+
+
 def test_saved_process_graph_rebuilds_with_identical_counts(model_factory, tmp_path):
     net = small_net(model_factory, "product", 2)
     ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(7))
@@ -139,9 +157,10 @@ def test_mode_device_and_option_errors(model_factory):
     ids = torch.tensor([[1, 2, 3]])
     with pytest.raises(ConfigError, match="biophysical"):  # fixed-point: tests/test_fixed_point.py
         bs.simulate(net, ids, backend="lava", mode="biophysical")
-    mod = bs.backends.load_backend("lava")
+    from bdh_spiking.backends.registry import check_request  # the registry checks, before the backend runs
+
     with pytest.raises(ConfigError, match="cpu"):
-        mod.simulate(net, ids, SimSettings(), device=torch.device("cuda"))
+        check_request("lava", SimSettings(), torch.device("cuda"), torch.float64)
     with pytest.raises(ConfigError, match="unknown option"):
         bs.simulate(net, ids, backend="lava", chunk=4)
     with pytest.raises(ConfigError, match="cannot record"):
@@ -152,7 +171,7 @@ def test_clear_error_on_other_python():
     code = ("import sys, bdh_spiking.backends\n"
             "from bdh_spiking.errors import BackendUnavailable\n"
             "sys.version_info = (3, 12, 0, 'final', 0)\n"
-            "try:\n    import bdh_spiking.backends.lava_backend\n"
+            "try:\n    import bdh_spiking.backends.lava\n"
             "except BackendUnavailable as exc:\n    print('ERR', exc)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -174,12 +193,23 @@ def test_default_model_matches_reference():
     assert float(out.records["x_counts"].sum()) > 0
 
 
+def float_model(coding, max_spikes):
+    """The floating-point ProcessModel of a BDHLayer, outside a Lava run (its arithmetic only)."""
+    from bdh_spiking.backends.lava.models import PyBDHLayerModelFloat
+
+    params = dict(batch=1, timesteps=4, coding=coding, max_spikes=max_spikes, v_init=0.5, gating="gain", offset=2,
+                  period=8, n_tokens=1, normalize_input=True, plasticity={}, record=(), record_path="", integer=None)
+    return PyBDHLayerModelFloat(params)
+
+
 @pytest.mark.parametrize("coding", ["graded", "rate", "multispike"])
 def test_neuron_model_is_the_semantics_step(coding):
     """The ProcessModel's IF update equals semantics.neuron_step bit for bit, boundaries included:
     v exactly at 1 (or an integer) does not fire (v > 1 strictly); the reset subtracts."""
-    from bdh_spiking.backends.lava_backend.models import neuron_step as lava_step
     from bdh_spiking.semantics import neuron_step
+
+    def lava_step(v, current, coding, max_spikes):  # the floating-point ProcessModel's step
+        return float_model(coding, max_spikes).neuron_step(v, current, "x")
 
     currents = torch.tensor([-1.0, -0.5, 0.0, 0.25, 0.5, 0.5 + 1e-12, 0.75, 1.0, 1.5, 2.5, 3.7, 10.0],
                             dtype=torch.float64)
@@ -200,8 +230,9 @@ def test_neuron_model_is_the_semantics_step(coding):
 
 
 def test_layer_norm_matches_torch():
-    from bdh_spiking.backends.lava_backend.models import layer_norm as np_layer_norm
     from bdh_spiking.semantics import layer_norm
+
+    np_layer_norm = float_model("rate", 1).layer_norm  # the floating-point ProcessModel's LayerNorm
 
     x = torch.randn(3, 4, 37, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 5 + 2
     torch.testing.assert_close(torch.from_numpy(np_layer_norm(x.numpy())), layer_norm(x), rtol=1e-12, atol=1e-13)

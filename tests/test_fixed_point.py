@@ -167,7 +167,7 @@ def test_reference_and_lava_fixed_point_counts_equal(model_factory, coding, gati
 
 def test_plasticity_switches_equal_and_saved_graph_rebuilds(model_factory, tmp_path):
     pytest.importorskip("lava")
-    from bdh_spiking.backends import lava_backend
+    from bdh_spiking.backends import lava as lava_backend
 
     _, _, qn = small_net(model_factory, gating="product", n_layer=2)
     ids = torch.randint(0, 256, (1, 14), generator=torch.Generator().manual_seed(5))

@@ -1,11 +1,14 @@
 """Intel Lava backend: the spiking network as a graph of Lava Processes, run on Lava's CPU
 simulator with its floating-point ProcessModels (``Loihi2SimCfg(select_tag='floating_pt')``).
 
-Mode 'fixed-point' runs the same graph with integer ProcessModels (fixed_point.py,
-``Loihi2SimCfg(select_tag='fixed_pt')``, Lava's bit-accurate Dense), equal counts to the reference's
-fixed-point executor (backends/fixed_point.py).
+Mode 'fixed-point' runs the same graph with the integer ProcessModels of the same Processes
+(``Loihi2SimCfg(select_tag='fixed_pt')``, Lava's bit-accurate Dense), equal counts to the
+reference's fixed-point executor (backends/fixed_point.py).
 
-Process graph (graph.py; docs/backends.md, section "Lava backend"):
+Modules: ``processes`` (what each Process holds), ``models`` (how it computes: one shared model per
+Process, its floating- and fixed-point subclasses), ``spec`` (the graph's description, the schedule
+and what each mode lowers it to), ``build`` (Processes from a spec), ``graph`` (run, read back,
+save, rebuild). Process graph (docs/backends.md, section "Lava backend"):
 
     RingBuffer source --> Dense(embed) --> BDHLayer 0 --> ... --> BDHLayer L-1 --> Dense(lm_head) --> LogitSink
        (Lava's)           (Lava's)          (ours)                  (ours)          (Lava's)          (ours)
@@ -49,8 +52,9 @@ except ImportError as exc:  # the package is there (the registry checked) but do
     raise BackendUnavailable(f"the Lava backend could not import lava ({exc}): "
                              "pip install 'bdh-spiking[lava]' (lava-nc 0.10, Python 3.10)") from None
 
-from .graph import (GRAPH_FILE, NETWORK_FILE, load_process_graph, make_spec, run_spec, save_process_graph,  # noqa: E402
-                    simulate, simulate_saved)
+from .graph import (GRAPH_FILE, load_process_graph, run_spec, save_process_graph, simulate,  # noqa: E402
+                    simulate_saved)
+from .spec import NETWORK_FILE, make_spec  # noqa: E402
 
 __all__ = ["simulate", "save_process_graph", "load_process_graph", "simulate_saved", "make_spec", "run_spec",
            "GRAPH_FILE", "NETWORK_FILE"]
