@@ -64,6 +64,16 @@ class _Net:  # what clipping() reads
         self.gating, self.arrays = "product", {"theta_x": tx.numpy(), "theta_y": ty.numpy()}
 
 
+def default_designs(dense, calib, K: int, headroom: str) -> dict:
+    """The default thresholds (mse at design T=16, K) and, per h, theta = max(default, h * calibration max / K)."""
+    stats = collect_stats(dense, calib, "product")
+    designs = {"default(mse16)": [thresholds(stats[p], "neuron", 1.0, (16, K))[0] for p in ("x", "y")]}
+    cmax = [stats[p].top[..., 0].double() for p in ("x", "y")]
+    for h in [float(v) for v in headroom.split(",") if v]:
+        designs[f"headroom{h:g}"] = [torch.maximum(t, h * m / K) for t, m in zip(designs["default(mse16)"], cmax)]
+    return designs
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", default=None)
@@ -73,6 +83,7 @@ def main():
     p.add_argument("--train", default="../shared/data/tinyshakespeare.txt")
     p.add_argument("--headroom", default="1.0,1.5", help="h values tried on the disjoint training slice")
     p.add_argument("--check-reference", action="store_true")
+    p.add_argument("--train-slice", action="store_true", help="also evaluate on a training-split slice")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -81,21 +92,19 @@ def main():
     dense = copy.deepcopy(model).double().eval()
     dense.attn.freqs = model.attn.freqs.to(torch.float32).clone()
     calib = to_ids(read_bytes(shipped_text_path("calibration")))
-    stats = collect_stats(dense, calib, "product")
-    texts = {"heldout": windows(read_bytes(shipped_text_path("heldout"))[: a.tokens], 256),
-             "ood_english": windows(read_bytes(OOD)[: a.tokens], 256)}
-    # a training-split slice disjoint from calibration.txt (which is the start of the training split
-    # of Tiny Shakespeare): 4096 bytes from the middle of the training split
-    train_part = split(read_bytes(a.train))[0]
-    mid = len(train_part) // 2
-    texts["train_slice"] = windows(train_part[mid: mid + 4096], 256)
-    designs = {"default(mse16)": [thresholds(stats[p], "neuron", 1.0, (16, K))[0] for p in ("x", "y")]}
-    cmax = [stats[p].top[..., 0].double() for p in ("x", "y")]
-    for h in [float(v) for v in a.headroom.split(",")]:
-        designs[f"headroom{h:g}"] = [torch.maximum(t, h * m / K) for t, m in zip(designs["default(mse16)"], cmax)]
+    texts = {"ood_english": windows(read_bytes(OOD)[: a.tokens], 256),
+             "heldout": windows(read_bytes(shipped_text_path("heldout"))[: a.tokens], 256)}
+    # a training-split slice disjoint from calibration.txt (the start of Tiny Shakespeare's training
+    # split): a.tokens bytes from the middle of the training split
+    if a.train_slice:
+        train_part = split(read_bytes(a.train))[0]
+        mid = len(train_part) // 2
+        texts["train_slice"] = windows(train_part[mid: mid + a.tokens], 256)
     aware = trained_thresholds(model, "product", 0.5)
     if aware is not None:
         designs = {f"spiking-aware(T{aware['timesteps']}K{aware['max_spikes']})": [aware["theta_x"], aware["theta_y"]]}
+    else:
+        designs = default_designs(dense, calib, K, a.headroom)
     rows = []
     for text, ids in texts.items():
         ref = dense_reference(model, ids)

@@ -118,3 +118,23 @@ def test_fine_tune_records_thresholds_and_convert_uses_them(tmp_path, make_corpu
     assert to_meta(q, 2)["theta_x"].equal(entry["theta_x"])
     with pytest.raises(ConfigError, match="fine-tuned spiking-aware"):
         convert(model, gating="gain", calibration=rand_ids(0, 512))
+
+
+def test_out_of_range_activations_are_reported():
+    model = tiny(2)
+    net = convert(model, gating="product", calibration=rand_ids(2, 1024), statistic="max")
+    ids = rand_ids(5, 64).view(2, 32)
+    messages = []
+    rep = bs.compare(model, net, ids, timesteps=[2], codings=["multispike"], max_spikes=1, include_graded=True,
+                     log=messages.append)
+    graded, spiking = rep.runs
+    assert graded["clipped_fraction"] == 0.0
+    assert 0.0 < spiking["clipped_fraction"] < 1.0  # thresholds at the calibration max, K=1: text beyond it
+    assert any(m.startswith("warning:") and "clipped" in m for m in messages)
+    assert "clipped %" in rep.table()
+    # thresholds far above every activation: nothing clipped, no warning
+    net.arrays["theta_x"] = net.arrays["theta_x"] * 1e3
+    net.arrays["theta_y"] = net.arrays["theta_y"] * 1e3
+    messages.clear()
+    rep = bs.compare(model, net, ids, timesteps=[2], codings=["rate"], include_graded=False, log=messages.append)
+    assert rep.runs[0]["clipped_fraction"] == 0.0 and not any(m.startswith("warning:") for m in messages)
