@@ -6,7 +6,6 @@ is the mean next-byte cross-entropy over all non-overlapping windows of the bloc
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import platform
@@ -16,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -49,6 +49,7 @@ class TrainSettings:
     init: str | None = None  # start from this checkpoint's weights (a new run; --resume keeps its meaning)
     spiking_aware: int | None = None  # T: train through the converted network's activations at T steps
     max_spikes: int = 4  # K of spiking-aware training (1: rate coding)
+    consistency: float = 0.0  # spiking-aware: weight of KL(plain forward || quantized forward) in the loss
 
 
 def learning_rate(step: int, s: TrainSettings) -> float:
@@ -161,7 +162,8 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
             "val_loss": final_val,
             "val_definition": "mean next-byte cross-entropy (nats/byte) over non-overlapping windows "
                               "of the block size on the last 10% of the text",
-            **({"spiking_aware": aware.meta(), "init": s.init} if aware else {"init": s.init} if s.init else {}),
+            **({"spiking_aware": {**aware.meta(), "consistency": s.consistency}, "init": s.init} if aware
+               else {"init": s.init} if s.init else {}),
         }
 
     def checkpoint(final_val: float | None = None):
@@ -182,8 +184,7 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, s)
             x, y = sample_batch(train_part, s, gen, device)
-            with aware.replaced(model) if aware else contextlib.nullcontext():
-                _, loss = model(x, y)
+            _, loss = aware.loss(model, x, y, s.consistency) if aware else model(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if s.grad_clip:
@@ -228,6 +229,20 @@ class SpikingAware:
         from .semantics.activation import replaced
 
         return replaced(model, self.quantizer)
+
+    def loss(self, model, x, y, consistency: float = 0.0):
+        """(logits, loss) of the quantized forward; with consistency w > 0 the loss adds
+        w * KL(plain forward (no gradient) || quantized forward) per byte, pulling the converted
+        network towards the plain model it is measured against."""
+        with self.replaced(model):
+            logits, loss = model(x, y)
+        if consistency > 0:
+            with torch.no_grad():
+                target = F.log_softmax(model(x)[0], -1)
+            logq = F.log_softmax(logits, -1)
+            kl = (target.exp() * (target - logq)).sum(-1).mean()
+            loss = loss + consistency * kl
+        return logits, loss
 
     def meta(self) -> dict:
         from .spiking_aware import to_meta

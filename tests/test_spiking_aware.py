@@ -138,3 +138,20 @@ def test_out_of_range_activations_are_reported():
     messages.clear()
     rep = bs.compare(model, net, ids, timesteps=[2], codings=["rate"], include_graded=False, log=messages.append)
     assert rep.runs[0]["clipped_fraction"] == 0.0 and not any(m.startswith("warning:") for m in messages)
+
+
+def test_consistency_term_is_the_kl_to_the_plain_forward():
+    from bdh_spiking.train import SpikingAware
+
+    model = tiny(4)
+    theta = torch.full((2, 2, 128), 0.5, dtype=torch.float64)
+    aware = SpikingAware(SpikingQuantizer(theta, theta, timesteps=2, max_spikes=1), 0)
+    ids = rand_ids(1, 33).view(1, 33)
+    x, y = ids[:, :-1], ids[:, 1:]
+    logits, plain_loss = aware.loss(model, x, y)
+    _, with_kl = aware.loss(model, x, y, consistency=2.0)
+    with torch.no_grad():
+        p = torch.log_softmax(model(x)[0], -1)
+    kl = float((p.exp() * (p - torch.log_softmax(logits, -1))).sum(-1).mean())
+    assert kl > 0 and float(with_kl - plain_loss) == pytest.approx(2.0 * kl, rel=1e-5)
+    assert model.activation is None  # the plain forward is restored after the quantized one

@@ -55,6 +55,9 @@ def add_spiking_aware_args(p: argparse.ArgumentParser) -> None:
                         "records T, K and the thresholds, which bdh-convert then uses")
     g.add_argument("--max-spikes", type=positive_int, default=4, metavar="K",
                    help="with --spiking-aware: spikes per neuron per step (1: binary rate coding; default 4)")
+    g.add_argument("--consistency", type=float, default=0.0, metavar="W",
+                   help="with --spiking-aware: add W * KL(plain forward || quantized forward) to the loss "
+                        "(pulls the converted network towards the plain model; default 0)")
 
 
 @entry_point
@@ -80,7 +83,7 @@ def main(argv=None):
         warmup_steps=args.warmup_steps, eval_every=args.eval_every, eval_windows=args.eval_windows,
         save_every=args.save_every, seed=args.seed, device=args.device, time_limit_s=args.time_limit,
         resume=args.resume, threads=args.threads, init=args.init, spiking_aware=args.spiking_aware,
-        max_spikes=args.max_spikes,
+        max_spikes=args.max_spikes, consistency=args.consistency,
     )
     train(settings, config, log=log)
     return 0
