@@ -232,13 +232,16 @@ class SpikingAware:
 
     def loss(self, model, x, y, consistency: float = 0.0):
         """(logits, loss) of the quantized forward; with consistency w > 0 the loss adds
-        w * KL(plain forward (no gradient) || quantized forward) per byte, pulling the converted
-        network towards the plain model it is measured against."""
+        w * KL(plain forward (no gradient, no dropout) || quantized forward) per byte, pulling the
+        converted network towards the plain model it is measured against."""
         with self.replaced(model):
             logits, loss = model(x, y)
-        if consistency > 0:
+        if consistency > 0:  # the teacher is the plain forward without dropout (the model measured against)
+            was_training = model.training
+            model.eval()
             with torch.no_grad():
                 target = F.log_softmax(model(x)[0], -1)
+            model.train(was_training)
             logq = F.log_softmax(logits, -1)
             kl = (target.exp() * (target - logq)).sum(-1).mean()
             loss = loss + consistency * kl
