@@ -194,6 +194,8 @@ def load_checkpoint(path: str | Path | None = None, n_layer: int | None = None, 
     model = build_model(state, config)
     model.provenance = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"],
                         "checkpoint_format": info["format"]}
+    # a spiking-aware checkpoint (bdh-train --spiking-aware) records T, K and its thresholds
+    model.spiking_aware = (info.get("meta") or {}).get("spiking_aware")
     return model, info
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .backends import parse_backends, simulate
+from .clipping import clipping, clipping_warning
 from .fileio import atomic_write_text
 from .dense_probe import DenseReference, dense_reference  # noqa: F401 (part of this module's interface)
 from .semantics import GRADED_RTOL, TIE_EPS, FanOut
@@ -159,7 +160,7 @@ class Report:
                 ("max rel dlogit", "max_rel_dlogit", "{:.2e}"), ("spikes/tok", "spikes_per_token", "{:,.0f}"),
                 ("syn ev/tok", "synaptic_events_per_token", "{:,.0f}"), ("tok/s", "tokens_per_s", "{:,.0f}"),
                 ("max|dcount| vs ref", "max_spike_count_diff_vs_reference", "{:.0f}"),
-                ("ties", "near_threshold_ties", "{}")]
+                ("ties", "near_threshold_ties", "{}"), ("clipped %", "clipped_fraction", "{:.3%}")]
         if any("saturations_total" in run for run in self.runs):
             cols.append(("saturations", "saturations_total", "{:,}"))
         rows = [[h for h, _, _ in cols]]
@@ -278,6 +279,7 @@ def describe_run(dense, result, net, ids, backend, mode, coding, T, max_spikes, 
         run["device_note"] = f"{device} asked for; the {backend} backend runs on the CPU only"
     run.update(fidelity(dense, result, ids))
     run.update(firing(result, net))
+    run.update(clipping(dense, net, coding, max_spikes))
     if "saturations" in result.events:  # mode 'fixed-point': every clamp, counted per kind
         run["saturations"] = dict(result.events["saturations"])
         run["saturations_total"] = result.events["saturations_total"]
@@ -322,6 +324,9 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
             result = simulate(net, ids, backend=backend, timesteps=T, coding=coding, mode=run_mode, device=run_device,
                               record=record, max_spikes=max_spikes, dtype=dtype, progress=progress, **opts)
             run = describe_run(dense, result, net, ids, backend, run_mode, coding, T, max_spikes, device, run_device)
+            warning = clipping_warning(run, text_name) if backend == "reference" else None
+            if warning and log:
+                log(warning)
             if backend == "reference":
                 ref_results[(coding, T)] = result
             else:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -45,6 +46,10 @@ class TrainSettings:
     time_limit_s: float | None = None
     resume: bool = False
     threads: int | None = None
+    init: str | None = None  # start from this checkpoint's weights (a new run; --resume keeps its meaning)
+    spiking_aware: int | None = None  # T: train through the converted network's activations at T steps
+    max_spikes: int = 4  # K of spiking-aware training (1: rate coding)
+    consistency: float = 0.0  # spiking-aware: weight of KL(plain forward || quantized forward) in the loss
 
 
 def learning_rate(step: int, s: TrainSettings) -> float:
@@ -101,8 +106,12 @@ def start_or_resume(s: TrainSettings, config: BDHConfig | None, gen: torch.Gener
     --resume the one in s.out with its trainer state (``gen`` is set to the saved state)."""
     out = Path(s.out)
     if not (s.resume and out.exists()):
-        config = (config or BDHConfig()).validate()
         torch.manual_seed(s.seed)
+        if s.init:
+            model, _ = load_checkpoint(s.init, log=log)
+            log(f"starting from the weights of {s.init} (config {model.config.to_dict()})")
+            return model.train(), None, 0, 0, 0.0, []
+        config = (config or BDHConfig()).validate()
         return BDH(config), None, 0, 0, 0.0, []
     model, info = load_checkpoint(out, log=log)
     trainer = info.get("trainer") or {}
@@ -136,6 +145,7 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     if s.resume and step:
         optimizer.load_state_dict(info["optimizer"])
+    aware = spiking_aware_start(s, model, info, train_part, step, log)
 
     def meta(final_val: float | None = None) -> dict:
         return {
@@ -152,6 +162,8 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
             "val_loss": final_val,
             "val_definition": "mean next-byte cross-entropy (nats/byte) over non-overlapping windows "
                               "of the block size on the last 10% of the text",
+            **({"spiking_aware": {**aware.meta(), "consistency": s.consistency}, "init": s.init} if aware
+               else {"init": s.init} if s.init else {}),
         }
 
     def checkpoint(final_val: float | None = None):
@@ -172,7 +184,7 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, s)
             x, y = sample_batch(train_part, s, gen, device)
-            _, loss = model(x, y)
+            _, loss = aware.loss(model, x, y, s.consistency) if aware else model(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if s.grad_clip:
@@ -190,6 +202,8 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
                 history.append({"step": step, "tokens": tokens, "train_loss_ema": round(ema, 4),
                                 "val_loss_sample": round(val, 4), "time_s": round(elapsed, 1)})
                 bar.write(f"step {step}: train {ema:.4f}  val (first {s.eval_windows} windows) {val:.4f}")
+                if aware:  # never after the last step: the saved thresholds are those it trained with
+                    aware.evaluate_and_recalibrate(model, val_part, s, history[-1], bar.write, step < s.steps)
             if step % s.save_every == 0:
                 checkpoint()
     except KeyboardInterrupt:
@@ -202,3 +216,72 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
     checkpoint(final)
     log(f"done: {step} steps, {tokens:,} tokens, {elapsed:.0f} s; validation loss {final:.4f} nats/byte")
     return meta(final)
+
+
+class SpikingAware:
+    """The quantized activation of a spiking-aware run (``spiking_aware``) and its bookkeeping."""
+
+    def __init__(self, quantizer, calibrated_at_step: int):
+        self.quantizer = quantizer
+        self.calibrated_at_step = calibrated_at_step
+
+    def replaced(self, model):
+        from .semantics.activation import replaced
+
+        return replaced(model, self.quantizer)
+
+    def loss(self, model, x, y, consistency: float = 0.0):
+        """(logits, loss) of the quantized forward; with consistency w > 0 the loss adds
+        w * KL(plain forward (no gradient, no dropout) || quantized forward) per byte, pulling the
+        converted network towards the plain model it is measured against."""
+        with self.replaced(model):
+            logits, loss = model(x, y)
+        if consistency > 0:  # the teacher is the plain forward without dropout (the model measured against)
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                target = F.log_softmax(model(x)[0], -1)
+            model.train(was_training)
+            logq = F.log_softmax(logits, -1)
+            kl = (target.exp() * (target - logq)).sum(-1).mean()
+            loss = loss + consistency * kl
+        return logits, loss
+
+    def meta(self) -> dict:
+        from .spiking_aware import to_meta
+
+        return to_meta(self.quantizer, self.calibrated_at_step)
+
+    def evaluate_and_recalibrate(self, model, val_part, s: TrainSettings, row: dict, write,
+                                 recalibrate: bool = True) -> None:
+        """Records the quantized forward's validation estimate beside the plain one, then
+        recalibrates the thresholds on the training split (they follow the weights)."""
+        from .spiking_aware import calibrate
+
+        with self.replaced(model):
+            qval = validation_loss(model, val_part, s.block_size, s.eval_windows)
+        row["val_loss_quantized_sample"] = round(qval, 4)
+        write(f"  quantized forward (T={self.quantizer.timesteps}, K={self.quantizer.max_spikes}): val {qval:.4f}")
+        if not recalibrate:
+            return
+        self.quantizer = calibrate(model, self.train_part, self.quantizer.timesteps, self.quantizer.max_spikes)
+        self.calibrated_at_step = row["step"]
+
+
+def spiking_aware_start(s: TrainSettings, model, info, train_part, step: int, log):
+    """None for plain training; else the SpikingAware state: the thresholds a resumed run recorded,
+    or new ones calibrated on the training split."""
+    if not s.spiking_aware:
+        return None
+    from .spiking_aware import calibrate, from_meta
+
+    recorded = ((info or {}).get("meta") or {}).get("spiking_aware")
+    if recorded and int(recorded["timesteps"]) == s.spiking_aware and int(recorded["max_spikes"]) == s.max_spikes:
+        aware = SpikingAware(from_meta(recorded), int(recorded.get("calibrated_at_step", step)))
+        log(f"spiking-aware: T={s.spiking_aware}, K={s.max_spikes}, the thresholds recorded at step "
+            f"{aware.calibrated_at_step}")
+    else:
+        aware = SpikingAware(calibrate(model, train_part, s.spiking_aware, s.max_spikes), step)
+        log(f"spiking-aware: T={s.spiking_aware}, K={s.max_spikes}, thresholds calibrated on the training split")
+    aware.train_part = train_part
+    return aware

@@ -168,7 +168,7 @@ def convert_checkpoint(args):
                   statistic=args.threshold or "mse", quantile=args.quantile, design_T=args.design_T,
                   design_max_spikes=(args.max_spikes if args.coding == "multispike"
                                      and getattr(args, "mode", None) != "biophysical" else 1),
-                  progress=True)
+                  progress=True, log=log)
     log(f"converted in {net.provenance['conversion_seconds']:.2f} s "
         f"(calibration: {net.calibration['text']}, {net.calibration['bytes']} bytes)")
     return model, net

@@ -37,9 +37,27 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--mult", type=positive_int, default=128,
                    help="neurons per head = mult * n_embd / n_head (official name: mlp_internal_dim_multiplier)")
     g.add_argument("--dropout", type=float, default=0.1)
+    add_spiking_aware_args(p)
     p.add_argument("--strip", metavar="CKPT", help="instead of training: copy CKPT to --out without "
                    "optimizer state (a smaller file for shipping); --text is then not read")
     return p
+
+
+def add_spiking_aware_args(p: argparse.ArgumentParser) -> None:
+    """--init, --spiking-aware T, --max-spikes K (fine-tuning through the converted network)."""
+    g = p.add_argument_group("fine-tuning (spiking-aware: docs/spiking-aware.md)")
+    g.add_argument("--init", metavar="CKPT", default=None,
+                   help="start from CKPT's weights and config (a new run: step 0, new optimizer); with "
+                        "--resume an existing --out is resumed instead")
+    g.add_argument("--spiking-aware", type=positive_int, default=None, metavar="T",
+                   help="train through the activations the converted network computes at T timesteps "
+                        "(product gating, thresholds calibrated on the training split); the checkpoint "
+                        "records T, K and the thresholds, which bdh-convert then uses")
+    g.add_argument("--max-spikes", type=positive_int, default=4, metavar="K",
+                   help="with --spiking-aware: spikes per neuron per step (1: binary rate coding; default 4)")
+    g.add_argument("--consistency", type=float, default=0.0, metavar="W",
+                   help="with --spiking-aware: add W * KL(plain forward || quantized forward) to the loss "
+                        "(pulls the converted network towards the plain model; default 0)")
 
 
 @entry_point
@@ -64,7 +82,8 @@ def main(argv=None):
         block_size=args.block_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, eval_every=args.eval_every, eval_windows=args.eval_windows,
         save_every=args.save_every, seed=args.seed, device=args.device, time_limit_s=args.time_limit,
-        resume=args.resume, threads=args.threads,
+        resume=args.resume, threads=args.threads, init=args.init, spiking_aware=args.spiking_aware,
+        max_spikes=args.max_spikes, consistency=args.consistency,
     )
     train(settings, config, log=log)
     return 0

@@ -36,13 +36,16 @@ def _calibration_ids(calibration) -> tuple[torch.Tensor, str]:
 def convert(model, gating: str = "product", calibration=None, granularity: str = "neuron",
             quantile: float = 1.0, v_init: float = 0.5, seq_len: int = 256, seed: int = 0,
             statistic: str = "mse", design_T: int = 16, design_max_spikes: int = 4,
-            progress: bool = False) -> SpikingNetwork:
+            progress: bool = False, log=None) -> SpikingNetwork:
     """Dense BDH -> SpikingNetwork.
 
     gating: 'gain' (y neurons encode a*b; x activity multiplies their input current) or
     'product' (y neurons encode b; a product node multiplies decoded counts).
     calibration: bytes or str (the text itself), a pathlib.Path (a file), token ids, or None
     for the shipped calibration text.
+    A spiking-aware checkpoint (``model.spiking_aware``, written by ``bdh-train --spiking-aware``)
+    brings the thresholds it was fine-tuned with: they are used instead of calibrated ones (the
+    calibration text then only feeds the recorded statistics), and ``log`` is told so.
     statistic: 'max' (per-neuron maximum on the calibration text), 'quantile' (that quantile of
     each neuron's values), or 'mse' (per neuron, the threshold minimising the expected decoding
     error at design_T timesteps with up to design_max_spikes spikes per step).
@@ -69,6 +72,9 @@ def convert(model, gating: str = "product", calibration=None, granularity: str =
     design = (design_T, design_max_spikes) if statistic == "mse" else None
     theta_x, fb_x = thresholds(stats["x"], granularity, quantile, design)
     theta_y, fb_y = thresholds(stats["y"], granularity, quantile, design)
+    aware = trained_thresholds(model, gating, v_init, log)
+    if aware is not None:
+        theta_x, theta_y = aware["theta_x"], aware["theta_y"]
     c = model.config
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     arrays = {
@@ -94,6 +100,8 @@ def convert(model, gating: str = "product", calibration=None, granularity: str =
             "statistic": statistic if statistic != "quantile" else f"quantile {quantile}",
             "design": {"timesteps": design_T, "max_spikes": design_max_spikes} if design else None,
             "granularity": granularity,
+            "thresholds_from": ("the spiking-aware checkpoint (T={timesteps}, K={max_spikes}; calibration text "
+                                "used only for statistics)".format(**aware) if aware is not None else "calibration"),
             "silent_neuron_fallback": {"x": fb_x, "y": fb_y},
             "y_encodes": "a*b (gated value)" if gating == "gain" else "b",
             "active_fraction": {"x": float(stats["x"].active.sum()) / (stats["x"].tokens * stats["x"].active.numel()),
@@ -117,3 +125,28 @@ def _float64_copy(model):
     dense = copy.deepcopy(model).to(torch.float64).eval()
     dense.attn.freqs = model.attn.freqs.to(torch.float32).clone()
     return dense
+
+
+def trained_thresholds(model, gating: str, v_init: float, log=None):
+    """The thresholds a spiking-aware checkpoint recorded (dict with theta_x, theta_y as float64
+    tensors, timesteps, max_spikes), or None for a plain model. Refuses a conversion that would
+    not be the network the model was fine-tuned for (another gating or v_init)."""
+    entry = getattr(model, "spiking_aware", None)
+    if not entry:
+        return None
+    if gating != entry.get("gating", "product") or abs(v_init - float(entry.get("v_init", 0.5))) > 0:
+        raise ConfigError(f"this checkpoint was fine-tuned spiking-aware for gating {entry.get('gating')!r} and "
+                          f"v_init {entry.get('v_init')}: convert it with those (got {gating!r}, {v_init})")
+    c = model.config
+    shape = (c.n_layer, c.n_head, c.n_neurons)
+    out = dict(entry)
+    for key in ("theta_x", "theta_y"):
+        theta = torch.as_tensor(entry[key], dtype=torch.float64)
+        if tuple(theta.shape) != shape or not bool((theta > 0).all()):
+            raise ConfigError(f"the checkpoint's spiking-aware {key} has shape {tuple(theta.shape)} (need {shape}, "
+                              "all positive)")
+        out[key] = theta.contiguous()
+    if log is not None:
+        log(f"using the thresholds of the spiking-aware checkpoint (fine-tuned at T={entry['timesteps']}, "
+            f"K={entry['max_spikes']}) instead of recalibrating")
+    return out
