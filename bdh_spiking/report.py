@@ -20,6 +20,7 @@ from . import __version__
 from .backends import parse_backends, simulate
 from .fileio import atomic_write_text
 from .dense_probe import DenseReference, dense_reference  # noqa: F401 (part of this module's interface)
+from .distributed import simulate_sharded, world_size
 from .semantics import GRADED_RTOL, TIE_EPS, FanOut
 
 
@@ -319,8 +320,9 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
         for coding, T in configs:
             if log:
                 log(f"running {backend}: coding={coding} T={T} mode={run_mode}")
-            result = simulate(net, ids, backend=backend, timesteps=T, coding=coding, mode=run_mode, device=run_device,
-                              record=record, max_spikes=max_spikes, dtype=dtype, progress=progress, **opts)
+            result = simulate_sharded(net, ids, backend=backend, timesteps=T, coding=coding, mode=run_mode,
+                                      device=run_device, record=record, max_spikes=max_spikes, dtype=dtype,
+                                      progress=progress, **opts)  # split across torchrun ranks, if any
             run = describe_run(dense, result, net, ids, backend, run_mode, coding, T, max_spikes, device, run_device)
             if backend == "reference":
                 ref_results[(coding, T)] = result
@@ -349,6 +351,7 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
                  "seq_len": int(ids.shape[1])},
         "dense": {"ce": _ce(dense.logits, ids), "wall_s": dense.wall_s},
         "tie_eps": TIE_EPS,
+        "world_size": world_size(),
     }
     if pairwise is not None:
         meta["pairwise"] = pairwise

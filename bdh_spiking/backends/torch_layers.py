@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..semantics import (Plasticity, SimSettings, accumulate_stats, boundary_distance, chunk_bounds, decode,
                          fold_weights, gate_current, gate_output, initial_membrane, layer_norm, new_stats,
-                         oscillator_cos_sin, oscillator_payload, plastic_chunk, residual_update)
+                         oscillator_cos_sin, oscillator_payload, plastic_chunk, residual_update, stats_to_cpu)
 from .base import RECORDABLE, Recorder, SimulationResult, make_result  # noqa: F401
 
 # -- populations --------------------------------------------------------------------------------
@@ -34,8 +34,9 @@ class Population(nn.Module):
 
     A backend subclass builds its library neuron and defines ``steps(current, margins=False)
     -> (counts, margins)``, its library neuron stepped T times on every element: the counts
-    (spikes, or graded payload summed over the steps) and, if asked, the smallest ``distance`` of the integrated (pre-reset) membrane to a firing boundary
-    over the steps (as the reference's margins), else None.
+    (spikes, or graded payload summed over the steps) and, if asked, the smallest ``distance``
+    of the integrated (pre-reset) membrane to a firing boundary over the steps (as the
+    reference's margins), else None.
     """
 
     def __init__(self, settings: SimSettings, v_init: float):
@@ -290,7 +291,7 @@ def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings
     stepwise = stepwise or not event_driven
     layers = [SpikingBDHLayer(w, layer, net, settings, batch, device, dtype, population, event_driven,
                               stepwise).to(device) for layer in range(d.L)]
-    stats = new_stats(batch, n_tokens)
+    stats = new_stats(batch, n_tokens, device)  # on the device: no host sync in the token loop
     rec = Recorder(record, batch, n_tokens, d, dtype)
     logits = torch.empty(batch, n_tokens, d.V, device=device, dtype=dtype)
     try:
@@ -299,5 +300,5 @@ def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings
         for block in layers:
             block.x_neurons.release()
             block.y_neurons.release()
-    return make_result(name, net, settings, logits, stats, rec.out, started, dtype, device, chunk=chunk,
+    return make_result(name, net, settings, logits, stats_to_cpu(stats), rec.out, started, dtype, device, chunk=chunk,
                        library=library, plastic="stepwise" if stepwise else "chunked")
