@@ -159,11 +159,14 @@ def merge_results(parts: list, net, settings):
     return merged
 
 
-def simulate_sharded(net, ids, **kw):
-    """``backends.simulate(net, ids, **kw)``, split by rows across the ranks when running under
-    torchrun (started here if need be); the gathered result on every rank. One process: unchanged."""
+def simulate_sharded(net, ids, run=None, **kw):
+    """``run(net, ids, **kw)`` (default ``backends.simulate``), split by rows across the ranks when
+    running under torchrun (started here if need be); the gathered result on every rank. One
+    process: unchanged."""
     from .backends import simulate
     from .semantics import SimSettings
+
+    simulate = run or simulate
 
     setup(kw.get("device", "cpu"))
     if not active():

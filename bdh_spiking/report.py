@@ -320,9 +320,9 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
         for coding, T in configs:
             if log:
                 log(f"running {backend}: coding={coding} T={T} mode={run_mode}")
-            result = simulate_sharded(net, ids, backend=backend, timesteps=T, coding=coding, mode=run_mode,
-                                      device=run_device, record=record, max_spikes=max_spikes, dtype=dtype,
-                                      progress=progress, **opts)  # split across torchrun ranks, if any
+            result = simulate_sharded(net, ids, run=simulate, backend=backend, timesteps=T, coding=coding,
+                                      mode=run_mode, device=run_device, record=record, max_spikes=max_spikes,
+                                      dtype=dtype, progress=progress, **opts)  # split across torchrun ranks, if any
             run = describe_run(dense, result, net, ids, backend, run_mode, coding, T, max_spikes, device, run_device)
             if backend == "reference":
                 ref_results[(coding, T)] = result

@@ -302,3 +302,18 @@ def test_dense_plastic_update_option_gives_the_same_network(backend):
     out = bs.simulate(net, ids, backend=backend, timesteps=3, coding="multispike", max_spikes=3,
                       record=("counts", "decoded", "state"), event_driven=False)
     _assert_matches(ref, out, net, f"{backend} dense plastic update")
+
+
+def test_default_dtype_is_per_device():
+    """dtype=None (the default): float64 on the CPU, float32 on CUDA for snnTorch and Norse (the
+    contract says it; no GPU here, so CUDA is checked on the contract)."""
+    from bdh_spiking.backends.registry import contract
+
+    net, ids = _net(0, "gain")
+    out = bs.simulate(net, ids[:, :3], backend="snntorch", timesteps=2)
+    assert out.settings["dtype"] == "float64" and out.logits.dtype == torch.float64
+    assert bs.simulate(net, ids[:, :3], backend="norse", timesteps=2, dtype=torch.float32).settings["dtype"] == "float32"
+    for name in BACKENDS:
+        assert contract(name).default_dtype(torch.device("cuda")) == torch.float32
+        assert contract(name).default_dtype(torch.device("cpu")) == torch.float64
+    assert contract("reference").default_dtype(torch.device("cuda")) == torch.float64
