@@ -140,7 +140,7 @@ class IFPopulation(Population):
             if margins:  # the step's integration (the same float operation)
                 margin = torch.minimum(margin, self.distance(state.v + current))
             z, state = self.cell(current, state)
-            counts = counts + z
+            counts += z
         return counts, margin
 
 

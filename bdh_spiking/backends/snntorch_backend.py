@@ -54,9 +54,14 @@ class MultiSpikeLeaky(snntorch.Leaky):
         self.max_spikes = int(max_spikes)
 
     def fire(self, mem):
-        return torch.clamp(torch.ceil(mem - self.threshold), min=0.0, max=float(self.max_spikes))
+        spk = torch.clamp(torch.ceil(mem - self.threshold), min=0.0, max=float(self.max_spikes))
+        self._fired = (mem, spk)  # the next step's mem_reset of this very membrane is this count
+        return spk
 
     def mem_reset(self, mem):
+        fired = getattr(self, "_fired", None)
+        if fired is not None and fired[0] is mem:
+            return fired[1].detach()  # computed by fire at the previous step: not recomputed
         return self.fire(mem).detach()
 
 
@@ -102,6 +107,7 @@ class IFPopulation(Population):
             if instances[i] is self.lif:
                 del instances[i]
         self.lif.mem = torch.zeros(0)
+        self.lif.__dict__.pop("_fired", None)
 
     def steps(self, current: torch.Tensor, margins: bool = False):
         mem = torch.full_like(current, self.v_init)
@@ -109,9 +115,11 @@ class IFPopulation(Population):
         margin = torch.full_like(current, math.inf) if margins else None
         for _ in range(self.timesteps):
             spk, mem = self.lif(current, mem)  # mem: the potential after integration, before reset
-            counts = counts + spk
+            counts += spk
             if margins:
                 margin = torch.minimum(margin, self.distance(mem))
+        if hasattr(self.lif, "_fired"):
+            del self.lif._fired  # holds the last step's tensors
         return counts, margin
 
 
