@@ -82,11 +82,17 @@ def target(args):
             print(f"{backend + ' (' + form + ')':>26} {tps:>9,.0f} {tps / dense:>17.2f}", flush=True)
 
 
+_REFERENCE = {}
+
+
 def check_spikes(net, backend, device, dtype, T, args):
     """Spike differences of the backend on the device against the CPU float64 reference."""
     ids = torch.randint(0, 256, (args.check_batch, args.check_tokens), generator=torch.Generator().manual_seed(7))
-    ref = bs.simulate(net, ids, backend="reference", timesteps=T, coding=args.coding, dtype=torch.float64,
-                      record=("counts", "margins"))
+    key = (id(net), T)
+    if key not in _REFERENCE:
+        _REFERENCE[key] = bs.simulate(net, ids, backend="reference", timesteps=T, coding=args.coding,
+                                      dtype=torch.float64, record=("counts", "margins"))
+    ref = _REFERENCE[key]
     out = bs.simulate(net, ids, backend=backend, timesteps=T, coding=args.coding, dtype=dtype, device=device,
                       record=("counts",))
     diffs = spike_differences(ref, out)
