@@ -288,9 +288,10 @@ def describe_run(dense, result, net, ids, backend, mode, coding, T, max_spikes, 
 
 def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codings=("multispike",),
             include_graded: bool = True, mode: str = "discrete", max_spikes: int = 4, device="cpu",
-            dtype=torch.float64, text_name: str = "token ids", seed: int = 0, progress: bool = False,
+            dtype=None, text_name: str = "token ids", seed: int = 0, progress: bool = False,
             backend_options: dict | None = None, log=None) -> Report:
     """The equivalence report. token_ids: (B, T) sequences (T,) or a list of backends/T/codings.
+    dtype None: each backend's default for the device (float64; snnTorch/Norse on CUDA float32).
 
     Runs: dense (float64), then per backend: graded T=1 (unless include_graded=False) and every
     coding x T asked for. Backends other than the reference are compared spike by spike with the

@@ -17,7 +17,7 @@ from .report import EnergyReport
 
 def estimate(model, net, token_ids, backends=("reference",), profiles="all", timesteps: int = 8,
              coding: str = "rate", mode: str = "discrete", max_spikes: int = 4, device="cpu",
-             dtype=torch.float64, text_name: str = "token ids", progress: bool = False,
+             dtype=None, text_name: str = "token ids", progress: bool = False,
              backend_options: dict | None = None, log=None) -> EnergyReport:
     """Simulates ``net`` on every backend, counts events, prices them per profile; dense baselines too.
 
