@@ -21,6 +21,7 @@ from .backends import parse_backends, simulate
 from .clipping import clipping, clipping_warning
 from .fileio import atomic_write_text
 from .dense_probe import DenseReference, dense_reference  # noqa: F401 (part of this module's interface)
+from .distributed import simulate_sharded, world_size
 from .semantics import GRADED_RTOL, TIE_EPS, FanOut
 
 
@@ -289,9 +290,10 @@ def describe_run(dense, result, net, ids, backend, mode, coding, T, max_spikes, 
 
 def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codings=("multispike",),
             include_graded: bool = True, mode: str = "discrete", max_spikes: int = 4, device="cpu",
-            dtype=torch.float64, text_name: str = "token ids", seed: int = 0, progress: bool = False,
+            dtype=None, text_name: str = "token ids", seed: int = 0, progress: bool = False,
             backend_options: dict | None = None, log=None) -> Report:
     """The equivalence report. token_ids: (B, T) sequences (T,) or a list of backends/T/codings.
+    dtype None: each backend's default for the device (float64; snnTorch/Norse on CUDA float32).
 
     Runs: dense (float64), then per backend: graded T=1 (unless include_graded=False) and every
     coding x T asked for. Backends other than the reference are compared spike by spike with the
@@ -321,8 +323,9 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
         for coding, T in configs:
             if log:
                 log(f"running {backend}: coding={coding} T={T} mode={run_mode}")
-            result = simulate(net, ids, backend=backend, timesteps=T, coding=coding, mode=run_mode, device=run_device,
-                              record=record, max_spikes=max_spikes, dtype=dtype, progress=progress, **opts)
+            result = simulate_sharded(net, ids, run=simulate, backend=backend, timesteps=T, coding=coding,
+                                      mode=run_mode, device=run_device, record=record, max_spikes=max_spikes,
+                                      dtype=dtype, progress=progress, **opts)  # split across torchrun ranks, if any
             run = describe_run(dense, result, net, ids, backend, run_mode, coding, T, max_spikes, device, run_device)
             warning = clipping_warning(run, text_name) if backend == "reference" else None
             if warning and log:
@@ -354,6 +357,7 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
                  "seq_len": int(ids.shape[1])},
         "dense": {"ce": _ce(dense.logits, ids), "wall_s": dense.wall_s},
         "tie_eps": TIE_EPS,
+        "world_size": world_size(),
     }
     if pairwise is not None:
         meta["pairwise"] = pairwise

@@ -195,9 +195,11 @@ def test_counts_match_reference(backend, gating, seed):
         for T in TIMESTEPS:
             ref = _reference(seed, gating, coding, max_spikes, T)
             chunk = {1: 1, 3: 7, 8: 64}[T]  # token by token, chunks that split the sequence, one chunk
+            stepwise = T == 3  # the token-by-token plastic synapses (the oracle) once per coding
             out = bs.simulate(net, ids, backend=backend, timesteps=T, coding=coding, max_spikes=max_spikes,
-                              record=("counts", "decoded", "state"), chunk=chunk)
+                              record=("counts", "decoded", "state"), chunk=chunk, stepwise=stepwise)
             assert out.settings["chunk"] == chunk
+            assert out.settings["plastic"] == ("stepwise" if stepwise else "chunked")
             assert out.backend == backend
             diffs = _assert_matches(ref, out, net, f"{backend} {gating} seed={seed} {coding}/{max_spikes} T={T}")
             ties += diffs["near_threshold_ties"]
@@ -217,11 +219,13 @@ def test_plasticity_switches_match_reference(backend, spec):
     net, ids = _net(0, "gain")
     plast = Plasticity.from_dict(spec)
     intact = _reference(0, "gain", "rate", 4, 3)
-    for stepwise, chunk in ((True, 5), (False, 64)):  # chunks of 5 straddle the reset boundaries
-        ref = _reference(0, "gain", "rate", 4, 3, plasticity=plast, stepwise=stepwise)
+    # chunks of 5 put freeze_after=5 on a boundary, 4 puts freeze_after=5/20 inside a chunk, and
+    # reset_every=7/9 cut chunks (chunk_bounds); the stepwise form is the token-by-token oracle
+    for ref_stepwise, chunk, stepwise in ((True, 5, False), (False, 4, False), (False, 64, False), (True, 5, True)):
+        ref = _reference(0, "gain", "rate", 4, 3, plasticity=plast, stepwise=ref_stepwise)
         out = bs.simulate(net, ids, backend=backend, timesteps=3, coding="rate", plasticity=spec,
-                          record=("counts", "state"), chunk=chunk)
-        diffs = _assert_matches(ref, out, net, f"{backend} {spec} stepwise={stepwise}")
+                          record=("counts", "state"), chunk=chunk, stepwise=stepwise)
+        diffs = _assert_matches(ref, out, net, f"{backend} {spec} chunk={chunk} stepwise={stepwise}")
         assert diffs["differing_spikes_vs_reference"] == 0
     # the switch changes the run (the comparison is not vacuous)
     assert not torch.allclose(out.records["state"], intact.records["state"])
@@ -267,7 +271,9 @@ def test_errors(backend):
     with pytest.raises(ConfigError, match="discrete"):
         bs.simulate(net, ids, backend=backend, mode="fixed-point")
     with pytest.raises(ConfigError, match="options"):
-        bs.simulate(net, ids, backend=backend, stepwise=True)
+        bs.simulate(net, ids, backend=backend, save_lava_dir="x")
+    with pytest.raises(ConfigError, match="stepwise must be True or False"):
+        bs.simulate(net, ids, backend=backend, stepwise=1)
     with pytest.raises(ConfigError, match="chunk"):
         bs.simulate(net, ids, backend=backend, chunk=0)
 
@@ -296,3 +302,18 @@ def test_dense_plastic_update_option_gives_the_same_network(backend):
     out = bs.simulate(net, ids, backend=backend, timesteps=3, coding="multispike", max_spikes=3,
                       record=("counts", "decoded", "state"), event_driven=False)
     _assert_matches(ref, out, net, f"{backend} dense plastic update")
+
+
+def test_default_dtype_is_per_device():
+    """dtype=None (the default): float64 on the CPU, float32 on CUDA for snnTorch and Norse (the
+    contract says it; no GPU here, so CUDA is checked on the contract)."""
+    from bdh_spiking.backends.registry import contract
+
+    net, ids = _net(0, "gain")
+    out = bs.simulate(net, ids[:, :3], backend="snntorch", timesteps=2)
+    assert out.settings["dtype"] == "float64" and out.logits.dtype == torch.float64
+    assert bs.simulate(net, ids[:, :3], backend="norse", timesteps=2, dtype=torch.float32).settings["dtype"] == "float32"
+    for name in BACKENDS:
+        assert contract(name).default_dtype(torch.device("cuda")) == torch.float32
+        assert contract(name).default_dtype(torch.device("cpu")) == torch.float64
+    assert contract("reference").default_dtype(torch.device("cuda")) == torch.float64

@@ -132,7 +132,7 @@ class IFPopulation(Population):
         else:
             self.cell = GradedCell()
 
-    def forward(self, current: torch.Tensor, margins: bool = False):
+    def steps(self, current: torch.Tensor, margins: bool = False):
         state = IAFFeedForwardState(v=torch.full_like(current, self.v_init))
         counts = torch.zeros_like(current)
         margin = torch.full_like(current, math.inf) if margins else None
@@ -140,16 +140,17 @@ class IFPopulation(Population):
             if margins:  # the step's integration (the same float operation)
                 margin = torch.minimum(margin, self.distance(state.v + current))
             z, state = self.cell(current, state)
-            counts = counts + z
+            counts += z
         return counts, margin
 
 
 # -- the run ------------------------------------------------------------------------------------
 def simulate(net, ids, settings: SimSettings, device="cpu", record=(), plasticity=None, dtype=torch.float64,
-             progress: bool = False, chunk: int = 64, event_driven: bool = True) -> SimulationResult:
+             progress: bool = False, chunk: int = 64, event_driven: bool = True,
+             stepwise: bool = False) -> SimulationResult:
     """Runs the network on ids (B, T) with Norse cells (``torch_layers.simulate_with``). chunk:
     tokens whose populations are stepped together (1 = strictly token by token; any value gives the
     same counts)."""
     return simulate_with(IFPopulation, net, ids, settings, name=NAME, library=f"norse {norse.__version__}",
                          device=device, record=record, plasticity=plasticity, dtype=dtype, progress=progress,
-                         chunk=chunk, event_driven=event_driven)
+                         chunk=chunk, event_driven=event_driven, stepwise=stepwise)

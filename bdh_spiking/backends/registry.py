@@ -41,6 +41,11 @@ class Contract:
     dtypes: tuple
     options: dict  # mode -> option names
     records: dict = dataclasses.field(default_factory=dict)  # mode -> recordable keys (default RECORDABLE)
+    default_dtypes: dict = dataclasses.field(default_factory=dict)  # device type -> dtype when none is asked
+
+    def default_dtype(self, device: torch.device):
+        """The dtype of ``simulate(..., dtype=None)`` on this device (float64 unless the contract says)."""
+        return self.default_dtypes.get(device.type, torch.float64)
 
     def recordable(self, mode: str) -> tuple:
         return self.records.get(mode, RECORDABLE)
@@ -50,9 +55,11 @@ CONTRACTS = {
     "reference": Contract("bdh_spiking.backends.reference", None, None, ("discrete", "fixed-point"),
                           ("cpu", "cuda"), FLOATS, {"discrete": ("stepwise", "chunk"), "fixed-point": ()}),
     "snntorch": Contract("bdh_spiking.backends.snntorch_backend", "snntorch", "snntorch", ("discrete",),
-                         ("cpu", "cuda"), FLOATS, {"discrete": ("chunk", "event_driven")}),
+                         ("cpu", "cuda"), FLOATS, {"discrete": ("chunk", "stepwise", "event_driven")},
+                         default_dtypes={"cuda": torch.float32}),
     "norse": Contract("bdh_spiking.backends.norse_backend", "norse", "norse", ("discrete",),
-                      ("cpu", "cuda"), FLOATS, {"discrete": ("chunk", "event_driven")}),
+                      ("cpu", "cuda"), FLOATS, {"discrete": ("chunk", "stepwise", "event_driven")},
+                      default_dtypes={"cuda": torch.float32}),
     "lava": Contract("bdh_spiking.backends.lava", "lava", "lava", ("discrete", "fixed-point"), ("cpu",), F64,
                      {"discrete": ("save_lava_dir",), "fixed-point": ("save_lava_dir",)}),
     "brian2": Contract("bdh_spiking.backends.brian2", "brian2", "brian2", ("discrete", "biophysical"), ("cpu",), F64,
@@ -171,15 +178,19 @@ def check_request(name: str, settings: SimSettings, device: torch.device, dtype)
 
 def simulate(net, token_ids, backend: str = "reference", timesteps: int = 8, coding: str = "multispike",
              mode: str = "discrete", device="cpu", record=(), plasticity=None, max_spikes: int = 4,
-             dtype=torch.float64, progress: bool = False, log=None, **options):
+             dtype=None, progress: bool = False, log=None, **options):
     """Runs ``net`` on token ids (T,) or (B, T) and returns a SimulationResult: logits (B,T,V),
     per-token event statistics, event totals, and the records asked for ('counts', 'margins',
     'decoded', 'state'; Brian2's biophysical mode also 'spikes', 'v', 'weights').
 
     Everything is checked here, before any work: settings, backend contract (mode, device, dtype,
-    options), records, plasticity switches, token ids and the network itself."""
+    options), records, plasticity switches, token ids and the network itself. dtype None: the
+    backend's default for the device (float64; snnTorch and Norse on CUDA: float32), stated in
+    ``result.settings["dtype"]``."""
     settings = SimSettings(timesteps=timesteps, coding=coding, max_spikes=max_spikes, mode=mode).validate()
     dev = torch.device(resolve_device(device))
+    if dtype is None:
+        dtype = contract(backend).default_dtype(dev)
     c = check_request(backend, settings, dev, dtype)
     keys = normalize_record(record, c.recordable(mode))
     opts = normalize_options(backend, mode, options)

@@ -54,9 +54,14 @@ class MultiSpikeLeaky(snntorch.Leaky):
         self.max_spikes = int(max_spikes)
 
     def fire(self, mem):
-        return torch.clamp(torch.ceil(mem - self.threshold), min=0.0, max=float(self.max_spikes))
+        spk = torch.clamp(torch.ceil(mem - self.threshold), min=0.0, max=float(self.max_spikes))
+        self._fired = (mem, spk)  # the next step's mem_reset of this very membrane is this count
+        return spk
 
     def mem_reset(self, mem):
+        fired = getattr(self, "_fired", None)
+        if fired is not None and fired[0] is mem:
+            return fired[1].detach()  # computed by fire at the previous step: not recomputed
         return self.fire(mem).detach()
 
 
@@ -102,25 +107,29 @@ class IFPopulation(Population):
             if instances[i] is self.lif:
                 del instances[i]
         self.lif.mem = torch.zeros(0)
+        self.lif.__dict__.pop("_fired", None)
 
-    def forward(self, current: torch.Tensor, margins: bool = False):
+    def steps(self, current: torch.Tensor, margins: bool = False):
         mem = torch.full_like(current, self.v_init)
         counts = torch.zeros_like(current)
         margin = torch.full_like(current, math.inf) if margins else None
         for _ in range(self.timesteps):
             spk, mem = self.lif(current, mem)  # mem: the potential after integration, before reset
-            counts = counts + spk
+            counts += spk
             if margins:
                 margin = torch.minimum(margin, self.distance(mem))
+        if hasattr(self.lif, "_fired"):
+            del self.lif._fired  # holds the last step's tensors
         return counts, margin
 
 
 # -- the run ------------------------------------------------------------------------------------
 def simulate(net, ids, settings: SimSettings, device="cpu", record=(), plasticity=None, dtype=torch.float64,
-             progress: bool = False, chunk: int = 64, event_driven: bool = True) -> SimulationResult:
+             progress: bool = False, chunk: int = 64, event_driven: bool = True,
+             stepwise: bool = False) -> SimulationResult:
     """Runs the network on ids (B, T) with snnTorch neurons (``torch_layers.simulate_with``). chunk:
     tokens whose populations are stepped together (1 = strictly token by token; any value gives the
     same counts). v_init < 1 (the network guarantees it) keeps snnTorch's delayed reset exact."""
     return simulate_with(IFPopulation, net, ids, settings, name=NAME, library=f"snntorch {snntorch.__version__}",
                          device=device, record=record, plasticity=plasticity, dtype=dtype, progress=progress,
-                         chunk=chunk, event_driven=event_driven)
+                         chunk=chunk, event_driven=event_driven, stepwise=stepwise)

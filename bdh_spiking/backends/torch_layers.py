@@ -23,19 +23,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..semantics import (Plasticity, SimSettings, accumulate_stats, boundary_distance, decode, fold_weights,
-                         gate_current, gate_output, initial_membrane, layer_norm, new_stats, oscillator_cos_sin,
-                         oscillator_payload, residual_update)
+from ..semantics import (Plasticity, SimSettings, accumulate_stats, boundary_distance, chunk_bounds, decode,
+                         fold_weights, gate_current, gate_output, initial_membrane, layer_norm, new_stats,
+                         oscillator_cos_sin, oscillator_payload, plastic_chunk, residual_update, stats_to_cpu)
 from .base import RECORDABLE, Recorder, SimulationResult, make_result  # noqa: F401
 
 # -- populations --------------------------------------------------------------------------------
 class Population(nn.Module):
     """Base of a layer-synchronous population: constant current for T steps from v = v_init.
 
-    A backend subclass builds its library neuron and defines ``forward(current, margins=False)
-    -> (counts, margins)``: the counts (spikes, or graded payload summed over the steps) and, if
-    asked, the smallest ``distance`` of the integrated (pre-reset) membrane to a firing boundary
-    over the steps (as the reference's margins), else None.
+    A backend subclass builds its library neuron and defines ``steps(current, margins=False)
+    -> (counts, margins)``, its library neuron stepped T times on every element: the counts
+    (spikes, or graded payload summed over the steps) and, if asked, the smallest ``distance``
+    of the integrated (pre-reset) membrane to a firing boundary over the steps (as the
+    reference's margins), else None.
     """
 
     def __init__(self, settings: SimSettings, v_init: float):
@@ -48,6 +49,22 @@ class Population(nn.Module):
     def distance(self, v: torch.Tensor) -> torch.Tensor:
         """Distance of the integrated membrane v to the nearest firing boundary of the coding."""
         return boundary_distance(v, self.coding, self.max_spikes)
+
+    def forward(self, current: torch.Tensor, margins: bool = False):
+        """(counts, margins or None) of T steps of ``current`` by the library neuron (``steps``).
+
+        Without margins on the CPU, only the neurons with a positive current are stepped (as
+        ``semantics.run_population``): with v_init < 1 a neuron whose current is <= 0 never reaches
+        a boundary, so its count is 0 and skipping it changes no count. On CUDA every neuron is
+        stepped (selecting them would synchronise the device).
+        """
+        if margins or current.is_cuda:
+            return self.steps(current, margins)
+        flat = current.reshape(-1)
+        idx = (flat > 0).nonzero().squeeze(1)
+        counts = torch.zeros_like(flat)
+        counts[idx] = self.steps(flat[idx], False)[0]
+        return counts.view_as(current), None
 
     def release(self):
         """Frees what the library keeps of this population after a run (nothing by default)."""
@@ -146,6 +163,27 @@ class HebbianSynapse(nn.Module):
         return u
 
 
+class ChunkedPlasticSynapse(nn.Module):
+    """Plastic x -> residual synapses of a whole chunk of tokens at once (the default form).
+
+    The readouts of a chunk are chunked linear attention plus the carried fixed-frame state
+    (``semantics.plastic_chunk``, the reference's own implementation); the chunks come from
+    ``semantics.chunk_bounds`` (never straddling a reset), so every switch keeps its token.
+    Same interface as ``HebbianSynapse`` (the token-by-token form, ``stepwise=True``).
+    """
+
+    def __init__(self, batch: int, heads: int, dim: int, neurons: int, device, dtype):
+        super().__init__()
+        self.register_buffer("S", torch.zeros(batch, heads, dim, neurons, device=device, dtype=dtype))
+
+    def state(self) -> torch.Tensor:
+        return self.S  # B,H,D,N
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor, t0: int, plasticity: Plasticity) -> torch.Tensor:
+        u, self.S = plastic_chunk(self.S, x, q, t0, plasticity)
+        return u
+
+
 class Gate(nn.Module):
     """Gain gating: y current = a_hat * z, output = decoded y. Product gating: current = z,
     output = a_hat * decoded y (the product node)."""
@@ -177,12 +215,13 @@ class SpikingBDHLayer(nn.Module):
 
     Runs a chunk of consecutive tokens (B,Tc,D) layer-synchronously: every population of every
     token of the chunk is stepped T times at once (its currents depend only on that token's
-    layer input), the plastic synapses token by token in order (read, then write). The x and y
+    layer input), the plastic synapses for the whole chunk (``ChunkedPlasticSynapse``) or, with
+    ``stepwise``, token by token in order (``HebbianSynapse``: read, then write). The x and y
     populations are built by ``population(settings, v_init)``, the backend's library neurons.
     """
 
     def __init__(self, w: dict, layer: int, net, settings: SimSettings, batch: int, device, dtype,
-                 population: PopulationFactory, event_driven: bool = True):
+                 population: PopulationFactory, event_driven: bool = True, stepwise: bool = False):
         super().__init__()
         d = net.dims
         self.settings = settings
@@ -192,7 +231,8 @@ class SpikingBDHLayer(nn.Module):
         self.register_buffer("theta_y", w["theta_y"][layer])
         self.x_neurons = population(settings, net.v_init)
         self.y_neurons = population(settings, net.v_init)
-        self.hebbian = HebbianSynapse(batch, d.H, d.D, d.N, device, dtype, event_driven)
+        self.hebbian = (HebbianSynapse(batch, d.H, d.D, d.N, device, dtype, event_driven) if stepwise
+                        else ChunkedPlasticSynapse(batch, d.H, d.D, d.N, device, dtype))
         self.attn_norm = LayerNorm()
         self.gate = Gate(net.gating)
         self.decoder = ResidualDecoder(w["decoder"])
@@ -215,8 +255,7 @@ def _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, st
     device = ids.device
     margins = "margins" in keys
     with torch.no_grad():
-        for t0 in tqdm(range(0, T, chunk), desc=name, disable=not progress, leave=False):
-            t1 = min(T, t0 + chunk)
+        for t0, t1 in tqdm(chunk_bounds(T, chunk, plasticity), desc=name, disable=not progress, leave=False):
             where = (slice(None), slice(t0, t1))
             cos, sin = oscillator_cos_sin(w["freqs"], torch.arange(t0, t1, device=device))  # Tc,N
             x = embed_norm(w["embed"][ids[:, t0:t1]])  # B,Tc,D
@@ -231,13 +270,15 @@ def _run(name, ids, layers, w, embed_norm, settings, plasticity, chunk, keys, st
 
 def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings, *, name: str, library: str,
                   device="cpu", record=(), plasticity=None, dtype=torch.float64, progress: bool = False,
-                  chunk: int = 64, event_driven: bool = True) -> SimulationResult:
+                  chunk: int = 64, event_driven: bool = True, stepwise: bool = False) -> SimulationResult:
     """Runs the network on ids (B, T) with the populations built by ``population(settings, v_init)``.
 
     name: the backend's name (progress bar, result); library: "<library> <version>" for the
-    result's settings. chunk: tokens whose populations are stepped together (1 = strictly token
-    by token; any value gives the same counts). event_driven=False reads and writes every plastic
-    synapse every token (same results; the benchmark's baseline for the event-driven speed-up).
+    result's settings. chunk: tokens computed together (1 = strictly token by token; any value
+    gives the same counts). stepwise: the plastic synapses token by token, event-driven
+    (``HebbianSynapse``; the test oracle) instead of the chunked form; event_driven=False (implies
+    stepwise) reads and writes every plastic synapse every token (same results; the benchmark's
+    baseline for the event-driven speed-up).
     Every population is released after the run. Inputs were checked by ``backends.simulate``.
     """
     started = time.perf_counter()
@@ -247,9 +288,10 @@ def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings
     batch, n_tokens = ids.shape
     d = net.dims
     w = fold_weights(net, device, dtype)
-    layers = [SpikingBDHLayer(w, layer, net, settings, batch, device, dtype, population, event_driven).to(device)
-              for layer in range(d.L)]
-    stats = new_stats(batch, n_tokens)
+    stepwise = stepwise or not event_driven
+    layers = [SpikingBDHLayer(w, layer, net, settings, batch, device, dtype, population, event_driven,
+                              stepwise).to(device) for layer in range(d.L)]
+    stats = new_stats(batch, n_tokens, device)  # on the device: no host sync in the token loop
     rec = Recorder(record, batch, n_tokens, d, dtype)
     logits = torch.empty(batch, n_tokens, d.V, device=device, dtype=dtype)
     try:
@@ -258,5 +300,5 @@ def simulate_with(population: PopulationFactory, net, ids, settings: SimSettings
         for block in layers:
             block.x_neurons.release()
             block.y_neurons.release()
-    return make_result(name, net, settings, logits, stats, rec.out, started, dtype, device, chunk=chunk,
-                       library=library)
+    return make_result(name, net, settings, logits, stats_to_cpu(stats), rec.out, started, dtype, device, chunk=chunk,
+                       library=library, plastic="stepwise" if stepwise else "chunked")

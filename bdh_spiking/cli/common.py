@@ -90,7 +90,8 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                    help="layer count (official checkpoints store none: default 6)")
     p.add_argument("--load", metavar="NET", default=None, help="load a converted network (skip conversion)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--dtype", choices=["float64", "float32"], default=None,
+                   help="default: float64; float32 for snntorch and norse on cuda (the report row says which)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--brian2-target", choices=["auto", "cython", "numpy"], default="auto",
                    help="Brian2 code generation: auto (default) = cython when a C compiler works, else numpy "
@@ -112,7 +113,7 @@ def simulation_args(args, timesteps=None):
 
     for T in timesteps or []:
         SimSettings(timesteps=T, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode).validate()
-    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    dtype = None if args.dtype is None else torch.float64 if args.dtype == "float64" else torch.float32
     backends = parse_backends(args.backend)
     if "brian2" in backends:  # a bad target (or BDH_SPIKING_BRIAN2_TARGET) fails before any work
         from ..backends.brian2 import check_target

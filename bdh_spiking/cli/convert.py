@@ -85,7 +85,10 @@ def main(argv=None):
 
         _import_nir()
     fit_spec = args.hardware_fit or ("loihi2" if "lava" in backends else None)
-    model, net, ids, text_name = prepare_network(args)
+    from .. import distributed
+
+    distributed.start_cli(args, device)  # under torchrun: rank 0 converts, every rank gets its network
+    model, net, ids, text_name = distributed.on_main_then_broadcast(lambda: prepare_network(args))
     if args.mode == "fixed-point":
         from ..conversion.quantize import describe, ensure_quantized, is_quantized, quantize
 

@@ -29,7 +29,10 @@ def main(argv=None):
 
     profiles = parse_profiles(args.profile)
     backends, device, dtype = simulation_args(args, [args.timesteps])
-    model, net, ids, text_name = prepare_network(args)
+    from .. import distributed
+
+    distributed.start_cli(args, device)  # under torchrun: rank 0 converts, every rank gets its network
+    model, net, ids, text_name = distributed.on_main_then_broadcast(lambda: prepare_network(args))
     report = estimate(model, net, ids, backends=backends, profiles=profiles, timesteps=args.timesteps,
                       coding=args.coding, mode=args.mode, max_spikes=args.max_spikes, device=device, dtype=dtype,
                       text_name=text_name, progress=True, log=log, backend_options=backend_options(args))

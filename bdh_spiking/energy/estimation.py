@@ -17,12 +17,13 @@ from .report import EnergyReport
 
 def estimate(model, net, token_ids, backends=("reference",), profiles="all", timesteps: int = 8,
              coding: str = "rate", mode: str = "discrete", max_spikes: int = 4, device="cpu",
-             dtype=torch.float64, text_name: str = "token ids", progress: bool = False,
+             dtype=None, text_name: str = "token ids", progress: bool = False,
              backend_options: dict | None = None, log=None) -> EnergyReport:
     """Simulates ``net`` on every backend, counts events, prices them per profile; dense baselines too.
 
     In mode 'biophysical' ``timesteps`` means nothing: rates divide by the simulator's own steps."""
-    from ..backends import parse_backends, simulate
+    from ..backends import parse_backends
+    from ..distributed import simulate_sharded, world_size
 
     ids = torch.as_tensor(token_ids, dtype=torch.int64)
     if ids.dim() == 1:
@@ -35,8 +36,9 @@ def estimate(model, net, token_ids, backends=("reference",), profiles="all", tim
         if log:
             log(f"running {backend}: coding={coding} T={timesteps} mode={mode} ({int(ids.numel())} tokens)")
         opts = (backend_options or {}).get(backend, {})
-        results[backend] = simulate(net, ids, backend=backend, timesteps=timesteps, coding=coding, mode=mode,
-                                    device=device, max_spikes=max_spikes, dtype=dtype, progress=progress, **opts)
+        results[backend] = simulate_sharded(net, ids, backend=backend, timesteps=timesteps, coding=coding,
+                                            mode=mode, device=device, max_spikes=max_spikes, dtype=dtype,
+                                            progress=progress, **opts)  # split across torchrun ranks, if any
         counts[backend] = spiking_counts(results[backend], net)
     rows = []
     for backend in backends:
@@ -76,6 +78,7 @@ def estimate(model, net, token_ids, backends=("reference",), profiles="all", tim
         "cross_backend": compare_event_counts(results),
         "counts": {b: counts[b] for b in backends},
         "counting_rules": "docs/energy.md",
+        "world_size": world_size(),
     }
     return EnergyReport(meta, rows)
 

@@ -14,7 +14,7 @@ module below is the executable form of one part of it, and every executor calls 
 """
 
 from .decoding import decode, spike_events
-from .events import EVENT_KEYS, FanOut, accumulate_stats, event_counts, new_stats
+from .events import EVENT_KEYS, FanOut, accumulate_stats, event_counts, new_stats, stats_to_cpu
 from .graded import GATINGS, gate_current, gate_output, layer_norm, residual_from_sum, residual_update
 from .neurons import (boundary_distance, firing_boundary, initial_membrane, neuron_step, neuron_step_,
                       run_population)
@@ -29,4 +29,5 @@ __all__ = [
     "firing_boundary", "boundary_distance", "neuron_step", "neuron_step_", "run_population", "decode",
     "spike_events", "oscillator_cos_sin", "oscillator_payload", "pair_partner", "layer_norm", "gate_current",
     "gate_output", "residual_update", "residual_from_sum", "EVENT_KEYS", "FanOut", "accumulate_stats", "event_counts", "new_stats",
+    "stats_to_cpu",
 ]

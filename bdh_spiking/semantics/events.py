@@ -52,20 +52,27 @@ class FanOut:
         return self.graded_encoder_per_token + self.graded_lm_head_per_token
 
 
-def new_stats(batch: int, n_tokens: int) -> dict:
-    return {k: torch.zeros(batch, n_tokens, dtype=torch.float64) for k in EVENT_KEYS}
+def new_stats(batch: int, n_tokens: int, device=None) -> dict:
+    """Zeroed per-token statistics (float64), on ``device`` (default CPU): an executor on CUDA
+    accumulates them there and moves them to the CPU once, after the run (``stats_to_cpu``)."""
+    return {k: torch.zeros(batch, n_tokens, dtype=torch.float64, device=device) for k in EVENT_KEYS}
+
+
+def stats_to_cpu(stats: dict) -> dict:
+    return {k: v.cpu() for k, v in stats.items()}
 
 
 def accumulate_stats(stats: dict, where, settings, cx, cy, q, g) -> None:
     """Adds one layer's per-token event statistics (counts summed over heads and neurons)."""
     dims = (-2, -1)
     coding, timesteps = settings.coding, settings.timesteps
-    stats["x_spikes"][where] += spike_events(cx, coding, timesteps).sum(dims).double().cpu()
-    stats["y_spikes"][where] += spike_events(cy, coding, timesteps).sum(dims).double().cpu()
-    stats["x_active"][where] += (cx > 0).sum(dims).double().cpu()
-    stats["y_active"][where] += (cy > 0).sum(dims).double().cpu()
-    stats["active_columns"][where] += (q != 0).sum(dims).double().cpu()
-    stats["g_nonzero"][where] += (g != 0).sum(dims).double().cpu()
+    dev = stats["x_spikes"].device  # no device-to-host copy when the statistics live on the device
+    stats["x_spikes"][where] += spike_events(cx, coding, timesteps).sum(dims).to(dev, torch.float64)
+    stats["y_spikes"][where] += spike_events(cy, coding, timesteps).sum(dims).to(dev, torch.float64)
+    stats["x_active"][where] += (cx > 0).sum(dims).to(dev, torch.float64)
+    stats["y_active"][where] += (cy > 0).sum(dims).to(dev, torch.float64)
+    stats["active_columns"][where] += (q != 0).sum(dims).to(dev, torch.float64)
+    stats["g_nonzero"][where] += (g != 0).sum(dims).to(dev, torch.float64)
 
 
 def event_counts(stats: dict, net, settings) -> dict:
