@@ -218,6 +218,7 @@ class RecallTrainSettings:
     grad_clip: float = 1.0
     max_pairs: int = 16  # K drawn uniformly in 1..max_pairs per step
     max_gap: int = 64  # G drawn uniformly in 0..max_gap per step
+    curriculum_steps: int = 0  # the largest K and G grow linearly from 2 and 0 to their maxima over these steps
     eval_every: int = 250
     seed: int = 1337
     device: str = "auto"
@@ -250,6 +251,12 @@ def recall_validation(model: BDH, seed: int, device, n: int = 64) -> dict:
     return acc
 
 
+def recall_curriculum(step: int, s: RecallTrainSettings) -> tuple[int, int]:
+    """(largest K, largest G) drawn at this step: from (2, 0) to (max_pairs, max_gap) linearly."""
+    frac = 1.0 if s.curriculum_steps <= 0 else min(1.0, step / s.curriculum_steps)
+    return (min(s.max_pairs, 2 + round(frac * (s.max_pairs - 2))), round(frac * s.max_gap))
+
+
 def train_recall(s: RecallTrainSettings, config: BDHConfig, log: Callable[[str], None] = print,
                  progress: bool = True) -> dict:
     """Trains a fresh BDH on associative recall (reproducible from s.seed); writes s.out atomically."""
@@ -275,8 +282,8 @@ def train_recall(s: RecallTrainSettings, config: BDHConfig, log: Callable[[str],
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step - 1, lr_rule)
-        batch = make_batch(rng, int(rng.integers(1, s.max_pairs + 1)), int(rng.integers(0, s.max_gap + 1)),
-                           s.batch_size)
+        k_max, g_max = recall_curriculum(step, s)
+        batch = make_batch(rng, int(rng.integers(1, k_max + 1)), int(rng.integers(0, g_max + 1)), s.batch_size)
         loss, _ = recall_answer_loss(model, batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -41,6 +41,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="'recall': train on the associative-recall task (bdh_spiking.tasks.recall; loss on the "
                         "answer bytes only; --text is not read; unless given, L=2 D=64 H=2 mult=8 dropout=0, "
                         "2500 steps, batch 16, lr 3e-3, weight decay 0, warmup 50)")
+    p.add_argument("--max-pairs", type=positive_int, default=None, help="recall: largest K drawn in training")
+    p.add_argument("--curriculum-steps", type=int, default=None,
+                   help="recall: the largest K and G grow linearly from (2, 0) over these steps")
     p.add_argument("--strip", metavar="CKPT", help="instead of training: copy CKPT to --out without "
                    "optimizer state (a smaller file for shipping); --text is then not read")
     return p
@@ -76,6 +79,8 @@ def main(argv=None):
     return 0
 
 
+RECALL_MAX_PAIRS = 16
+RECALL_CURRICULUM = 1200
 RECALL_DEFAULTS = {"n_layer": 2, "n_embd": 64, "n_head": 2, "mult": 8, "dropout": 0.0, "steps": 2500,
                    "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 50}
 
@@ -92,6 +97,9 @@ def _train_recall(args, argv: list) -> int:
     settings = RecallTrainSettings(out=args.out, steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"],
                                    weight_decay=v["weight_decay"], warmup_steps=v["warmup_steps"],
                                    eval_every=args.eval_every, seed=args.seed, device=args.device,
-                                   time_limit_s=args.time_limit, threads=args.threads)
+                                   time_limit_s=args.time_limit, threads=args.threads,
+                                   max_pairs=args.max_pairs or RECALL_MAX_PAIRS,
+                                   curriculum_steps=RECALL_CURRICULUM if args.curriculum_steps is None
+                                   else args.curriculum_steps)
     train_recall(settings, config, log=log)
     return 0
