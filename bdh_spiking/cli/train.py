@@ -40,7 +40,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["text", "recall"], default="text",
                    help="'recall': train on the associative-recall task (bdh_spiking.tasks.recall; loss on the "
                         "answer bytes only; --text is not read; unless given, L=2 D=64 H=2 mult=8 dropout=0, "
-                        "2500 steps, batch 16, lr 3e-3, weight decay 0, warmup 50)")
+                        "2000 steps (curriculum 1200), batch 16, lr 3e-3, weight decay 0, warmup 50)")
     p.add_argument("--max-pairs", type=positive_int, default=None, help="recall: largest K drawn in training")
     p.add_argument("--curriculum-steps", type=int, default=None,
                    help="recall: the largest K and G grow linearly from (2, 0) over these steps")
@@ -81,7 +81,7 @@ def main(argv=None):
 
 RECALL_MAX_PAIRS = 16
 RECALL_CURRICULUM = 1200
-RECALL_DEFAULTS = {"n_layer": 2, "n_embd": 64, "n_head": 2, "mult": 8, "dropout": 0.0, "steps": 2500,
+RECALL_DEFAULTS = {"n_layer": 2, "n_embd": 64, "n_head": 2, "mult": 8, "dropout": 0.0, "steps": 2000,
                    "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 50}
 
 
