@@ -52,7 +52,8 @@ def train_parser() -> argparse.ArgumentParser:
 @entry_point
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if ("--strip" in argv or "recall" in argv or "--task=recall" in argv) and "--text" not in argv:
+    recall = "--task=recall" in argv or any(a == "--task" and b == "recall" for a, b in zip(argv, argv[1:]))
+    if ("--strip" in argv or recall) and "--text" not in argv:
         argv += ["--text", "-"]
     args = train_parser().parse_args(argv)
     from ..checkpoint import load_checkpoint, save_checkpoint
