@@ -55,6 +55,15 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--n-layer", type=positive_int, default=None)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--task", choices=["language", "recall"], default="language",
+                   help="'recall': the associative-recall study (default checkpoint: the shipped recall model; "
+                        "see docs/study.md); 'language' (default): the three experiments on text")
+    p.add_argument("--seeds", type=_int_list0, default=None, metavar="S1,...",
+                   help="recall: conversion and episode seeds (default 0,1,2; --quick 0,1)")
+    p.add_argument("--pairs", type=_int_list0, default=None, metavar="K1,...", help="recall: K (default 4,8,16; --quick 8)")
+    p.add_argument("--gaps", type=_int_list0, default=None, metavar="G1,...",
+                   help="recall: filler gaps (default 0,8,16,32,64; --quick 0,16)")
+    p.add_argument("--episodes", type=positive_int, default=None, help="recall: episodes per cell (default 64; --quick 24)")
     p.add_argument("--bio-tokens", type=int, default=None,
                    help="bytes of the window run in the brian2 biophysical network (3 plasticity conditions) when "
                         "brian2 is installed (default 32; --quick: 0; 0 skips it)")
@@ -74,6 +83,8 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.task == "recall":
+        return _recall(args)
     q = args.quick
     s = StudySettings(
         out=args.out, checkpoint=args.checkpoint, text=args.text, concepts_file=args.concepts, seed=args.seed,
@@ -92,4 +103,25 @@ def main(argv=None):
     for line in summary_lines(results):
         print(line)
     log(f"wrote {args.out}/report.md, {args.out}/results.json and {len(results['figures'])} figures")
+    return 0
+
+
+def _recall(args) -> int:
+    """bdh-study --task recall: the associative-recall study (study/recall.py)."""
+    from ..study.recall import RecallStudySettings
+    from ..study.recall_report import run_recall_study
+
+    q = args.quick
+    s = RecallStudySettings(
+        out=args.out, checkpoint=args.checkpoint, seeds=tuple(args.seeds or ((0, 1) if q else (0, 1, 2))),
+        pairs=tuple(args.pairs or ((8,) if q else (4, 8, 16))), gaps=tuple(args.gaps or ((0, 16) if q else (0, 8, 16, 32, 64))),
+        episodes=args.episodes or (24 if q else 64), taus=(1, 4, 16, 64) if q else (1, 2, 4, 8, 16, 32, 64, 128),
+        timesteps=args.timesteps, max_spikes=args.max_spikes, n_boot=500 if q else 1000,
+        rates_cps=tuple(args.rates or (5.0, 10.0, 20.0)), quick=q)
+    r = run_recall_study(s, log=log)["recall"]
+    for c, v in r["accuracy"].items():
+        print(f"recall {c}: accuracy {v:.3f} [{r['accuracy_ci'][c][0]:.3f}, {r['accuracy_ci'][c][1]:.3f}]")
+    t = r["tau50_tokens"]
+    print(f"recall tau50: {t['value']:.2f} tokens [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}] (chance {r['chance']:.2f})")
+    log(f"wrote {args.out}/report.md and {args.out}/results.json")
     return 0

@@ -38,6 +38,13 @@ def train_parser() -> argparse.ArgumentParser:
                    help="neurons per head = mult * n_embd / n_head (official name: mlp_internal_dim_multiplier)")
     g.add_argument("--dropout", type=float, default=0.1)
     add_spiking_aware_args(p)
+    p.add_argument("--task", choices=["text", "recall"], default="text",
+                   help="'recall': train on the associative-recall task (bdh_spiking.tasks.recall; loss on the "
+                        "answer bytes only; --text is not read; unless given, L=2 D=64 H=2 mult=8 dropout=0, "
+                        "2000 steps (curriculum 1200), batch 16, lr 3e-3, weight decay 0, warmup 50)")
+    p.add_argument("--max-pairs", type=positive_int, default=None, help="recall: largest K drawn in training")
+    p.add_argument("--curriculum-steps", type=int, default=None,
+                   help="recall: the largest K and G grow linearly from (2, 0) over these steps")
     p.add_argument("--strip", metavar="CKPT", help="instead of training: copy CKPT to --out without "
                    "optimizer state (a smaller file for shipping); --text is then not read")
     return p
@@ -63,7 +70,8 @@ def add_spiking_aware_args(p: argparse.ArgumentParser) -> None:
 @entry_point
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--strip" in argv and "--text" not in argv:
+    recall = "--task=recall" in argv or any(a == "--task" and b == "recall" for a, b in zip(argv, argv[1:]))
+    if ("--strip" in argv or recall) and "--text" not in argv:
         argv += ["--text", "-"]
     args = train_parser().parse_args(argv)
     from ..checkpoint import load_checkpoint, save_checkpoint
@@ -75,6 +83,8 @@ def main(argv=None):
         save_checkpoint(args.out, model, info["meta"])
         log(f"wrote {args.out} (weights and metadata, no optimizer state)")
         return 0
+    if args.task == "recall":
+        return _train_recall(args, argv)
     config = BDHConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                        mlp_internal_dim_multiplier=args.mult, dropout=args.dropout).validate()
     settings = TrainSettings(
@@ -86,4 +96,30 @@ def main(argv=None):
         max_spikes=args.max_spikes, consistency=args.consistency,
     )
     train(settings, config, log=log)
+    return 0
+
+
+RECALL_MAX_PAIRS = 16
+RECALL_CURRICULUM = 1200
+RECALL_DEFAULTS = {"n_layer": 2, "n_embd": 64, "n_head": 2, "mult": 8, "dropout": 0.0, "steps": 2000,
+                   "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 50}
+
+
+def _train_recall(args, argv: list) -> int:
+    """bdh-train --task recall: the recall defaults for every flag not given on the command line."""
+    from ..model import BDHConfig
+    from ..train import RecallTrainSettings, train_recall
+
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    v = {k: (getattr(args, k) if k in given else d) for k, d in RECALL_DEFAULTS.items()}
+    config = BDHConfig(n_layer=v["n_layer"], n_embd=v["n_embd"], n_head=v["n_head"],
+                       mlp_internal_dim_multiplier=v["mult"], dropout=v["dropout"]).validate()
+    settings = RecallTrainSettings(out=args.out, steps=v["steps"], batch_size=v["batch_size"], lr=v["lr"],
+                                   weight_decay=v["weight_decay"], warmup_steps=v["warmup_steps"],
+                                   eval_every=args.eval_every, seed=args.seed, device=args.device,
+                                   time_limit_s=args.time_limit, threads=args.threads,
+                                   max_pairs=args.max_pairs or RECALL_MAX_PAIRS,
+                                   curriculum_steps=RECALL_CURRICULUM if args.curriculum_steps is None
+                                   else args.curriculum_steps)
+    train_recall(settings, config, log=log)
     return 0

@@ -1,0 +1,147 @@
+"""The associative-recall task, its statistics and the shipped recall model (converted network)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bdh_spiking.errors import ConfigError
+from bdh_spiking.study.recall import RecallStudySettings, collect, condition_inputs, summarize, tau50
+from bdh_spiking.tasks.recall import FILLER, KEYS, QUERY, VALUES, chance_accuracy, make_batch
+
+
+def test_alphabets_are_disjoint():
+    sets = [set(KEYS), set(VALUES), set(FILLER), set(QUERY)]
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            assert not sets[i] & sets[j]
+    assert chance_accuracy() == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("K,G", [(4, 0), (8, 16), (16, 64)])
+def test_episodes_answer_their_own_study_phase(K, G):
+    b = make_batch(3, K, G, 20)
+    assert b.ids.shape == (20, 5 * K + G)
+    for row, vals, lags in zip(b.ids, b.values, b.lags):
+        study, filler, queries = row[: 2 * K], row[2 * K: 2 * K + G], row[2 * K + G:]
+        assert len(set(study[0::2].tolist())) == K and set(study[0::2].tolist()) <= set(KEYS)
+        assert set(study[1::2].tolist()) <= set(VALUES) and set(filler.tolist()) <= set(FILLER)
+        pairs = dict(zip(study[0::2].tolist(), study[1::2].tolist()))
+        assert (queries[0::3] == QUERY[0]).all() and sorted(queries[1::3].tolist()) == sorted(pairs)
+        for i, (k, v) in enumerate(zip(queries[1::3].tolist(), queries[2::3].tolist())):
+            assert pairs[k] == v == vals[i] == row[b.answers[i]]
+            study_pos = 2 * list(pairs).index(k) + 1
+            assert lags[i] == b.answers[i] - study_pos and row[study_pos] == v
+
+
+def test_generator_is_reproducible_and_checked():
+    a, b, c = make_batch(7, 8, 16, 5), make_batch(7, 8, 16, 5), make_batch(8, 8, 16, 5)
+    assert np.array_equal(a.ids, b.ids) and not np.array_equal(a.ids, c.ids)
+    with pytest.raises(ConfigError):
+        make_batch(0, 27, 0, 1)
+    with pytest.raises(ConfigError):
+        make_batch(0, 4, -1, 1)
+
+
+def test_condition_inputs_keep_queries_and_swap_context():
+    b = make_batch(1, 4, 8, 6)
+    inp = condition_inputs(b)
+    q0 = b.query_start
+    ids, _, ans = inp["reset_before_query"]
+    assert torch.equal(ids, torch.from_numpy(b.ids[:, q0:].astype(np.int64))) and (ans == b.answers - q0).all()
+    scr = inp["scrambled_context"][0]
+    assert torch.equal(scr[:, q0:], torch.from_numpy(b.ids[:, q0:].astype(np.int64)))
+    assert torch.equal(scr[1:, :q0], torch.from_numpy(b.ids[:-1, :q0].astype(np.int64)))
+    assert inp["frozen_after_study"][1] == {"freeze_after": 2 * b.K}
+
+
+def test_tau50_interpolates_and_censors():
+    taus = np.array([1.0, 2.0, 4.0, 8.0])
+    assert tau50(taus, np.array([0.1, 0.3, 0.5, 0.9]), 0.9, 0.1) == pytest.approx(4.0)
+    assert tau50(taus, np.array([0.1, 0.1, 0.3, 0.7]), 0.9, 0.1) == pytest.approx(np.exp(np.log(4) + 0.5 * np.log(2)))
+    assert tau50(taus, np.array([0.1, 0.1, 0.1, 0.2]), 0.9, 0.1) == float("inf")
+    assert tau50(taus, np.array([0.9, 0.9, 0.9, 0.9]), 0.9, 0.1) == 1.0
+
+
+@pytest.fixture(scope="module")
+def recall_cells():
+    from bdh_spiking.checkpoint import load_checkpoint
+    from bdh_spiking.study.recall_report import recall_model_path
+
+    model, _ = load_checkpoint(recall_model_path())
+    s = RecallStudySettings(out="-", seeds=(0,), pairs=(8,), gaps=(16,), episodes=16, taus=(4.0, 64.0), n_boot=200)
+    return s, collect(model, s, lambda m: None)
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped recall model reaches about 0.45 at K=8 (RECALL_MODEL_CARD.md): "
+                   "issue 17's intact >= 0.9 and frozen >= 95% of intact are not met yet")
+def test_shipped_recall_model_meets_the_issue_thresholds(recall_cells):
+    """Converted network (reference, multispike, T=8): intact >= 0.9, reset <= chance + 0.05,
+    frozen after the study phase >= 95% of intact, on fresh episodes (K=8, G=16)."""
+    s, cells = recall_cells
+    r = summarize(cells, s, np.random.default_rng(0))
+    acc = r["accuracy"]
+    assert acc["intact"] >= 0.9, acc
+    assert acc["reset_before_query"] <= r["chance"] + 0.05, acc
+    assert acc["frozen_after_study"] >= 0.95 * acc["intact"], acc
+
+
+def test_shipped_recall_model_answers_from_its_synapses(recall_cells):
+    """What the shipped model does hold: above chance intact, at chance without the stored pairs
+    (reset) and with another episode's pairs (scrambled); paired intervals exclude no difference."""
+    s, cells = recall_cells
+    r = summarize(cells, s, np.random.default_rng(0))
+    acc, diff_ci = r["accuracy"], r["intact_minus_ci"]
+    assert acc["reset_before_query"] <= r["chance"] + 0.05, acc
+    assert acc["intact"] >= r["chance"] + 0.2, acc
+    assert diff_ci["reset_before_query"][0] > 0 and diff_ci["scrambled_context"][0] > 0, diff_ci
+    lo, hi = r["accuracy_ci"]["intact"]
+    assert lo <= acc["intact"] <= hi
+
+
+def test_reset_before_query_equals_a_reset_of_the_plastic_state():
+    """The query-only run equals resetting S at the first query (reset_every = q0 is exact when G >= K)."""
+    from bdh_spiking.backends import simulate
+    from bdh_spiking.checkpoint import load_checkpoint
+    from bdh_spiking.study.recall import convert_for_recall
+    from bdh_spiking.study.recall_report import recall_model_path
+
+    model, _ = load_checkpoint(recall_model_path())
+    net = convert_for_recall(model, 0)
+    b = make_batch(5, 4, 8, 4)
+    ids = torch.from_numpy(b.ids.astype(np.int64))
+    q0 = b.query_start
+    full = simulate(net, ids, timesteps=8, coding="multispike", max_spikes=4, plasticity={"reset_every": q0}).logits
+    alone = simulate(net, ids[:, q0:], timesteps=8, coding="multispike", max_spikes=4).logits
+    pos = torch.as_tensor(b.answers - 1)
+    assert torch.equal(full[:, pos].argmax(-1), alone[:, pos - q0].argmax(-1))
+    assert torch.allclose(full[:, pos], alone[:, pos - q0], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_train_recall_is_reproducible_and_study_cli_writes_results(tmp_path):
+    """bdh-train --task recall (3 steps of a tiny model, twice: same weights), then bdh-study --task recall."""
+    import json
+
+    from bdh_spiking.checkpoint import load_checkpoint
+    from bdh_spiking.cli.study import main as study_main
+    from bdh_spiking.cli.train import main as train_main
+
+    args = ["--task", "recall", "--steps", "3", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--mult", "4",
+            "--eval-every", "1000", "--device", "cpu", "--seed", "5"]
+    assert train_main.run(args + ["--out", str(tmp_path / "a.pt")]) == 0
+    assert train_main.run(args + ["--out", str(tmp_path / "b.pt")]) == 0
+    (ma, ia), (mb, _) = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    assert ia["meta"]["task"] == "recall" and ia["meta"]["steps"] == 3 and ia["config"]["n_layer"] == 1
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
+        assert torch.equal(va, vb), k
+    out = tmp_path / "study"
+    assert study_main.run([str(tmp_path / "a.pt"), "--task", "recall", "--out", str(out), "--seeds", "0",
+                       "--pairs", "4", "--gaps", "0,8", "--episodes", "4", "--quick"]) == 0
+    r = json.loads((out / "results.json").read_text())["recall"]
+    for key in ("chance", "accuracy", "accuracy_ci", "tau50_tokens", "accuracy_vs_lag", "lesion", "biophysical"):
+        assert key in r
+    assert set(r["accuracy"]) == {"intact", "reset_before_query", "frozen_after_study", "scrambled_context"}
+    assert all(lo <= r["accuracy"][c] <= hi for c, (lo, hi) in r["accuracy_ci"].items())
+    assert str(r["accuracy"]["intact"])[:5] in (out / "report.md").read_text() or "intact" in (out / "report.md").read_text()
