@@ -3,7 +3,6 @@ and the monitor run behind its figures."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -44,6 +43,13 @@ def _check_args(args, backends) -> list:
     if bad:
         raise ConfigError(f"--record: unknown monitor(s) {sorted(bad)}: use {', '.join(BIO_RECORDABLE)}")
     return record
+
+
+def check_biophysical(args, backends) -> None:
+    """The biophysical flags (--record, --sweep, mode and backend), checked before any work."""
+    _check_args(args, backends)
+    if args.sweep:
+        parse_sweep(args.sweep)
 
 
 def _params(options: dict) -> dict:
@@ -93,12 +99,12 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
 def _write_outputs(args, sweep, values, reports, log) -> None:
     """--json (one report, or the sweep's), the sweep's fidelity plot or the report's plots."""
     from .biophysical_figures import plot_sweep
-    from .fileio import atomic_write_text
+    from .fileio import atomic_write_text, json_text
 
     if args.json:
         doc = reports[0].to_dict() if not sweep else {
             "sweep": {"parameter": sweep[1], "values": values}, "reports": [r.to_dict() for r in reports]}
-        atomic_write_text(args.json, json.dumps(doc, indent=1, default=lambda o: o.tolist()
+        atomic_write_text(args.json, json_text(doc, default=lambda o: o.tolist()
                                                 if isinstance(o, torch.Tensor) else str(o)) + "\n")
         log(f"wrote {args.json}")
     if sweep:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import bar as tqdm
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
