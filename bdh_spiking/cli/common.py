@@ -69,8 +69,8 @@ def number_type(low: float | None = None, high: float | None = None, low_open: b
     import math
 
     lo_sym, hi_sym = ("(" if low_open else "["), (")" if high_open else "]")
-    span = f"in {lo_sym}{'-inf' if low is None else low:g}, {'inf' if high is None else high:g}{hi_sym}" \
-        if low is not None or high is not None else "finite"
+    lo_text, hi_text = ("-inf" if low is None else f"{low:g}"), ("inf" if high is None else f"{high:g}")
+    span = f"in {lo_sym}{lo_text}, {hi_text}{hi_sym}" if low is not None or high is not None else "finite"
 
     def parse(text: str):
         try:
@@ -102,6 +102,21 @@ def _nearest_existing(path):
     return p
 
 
+def _can_create_in(directory) -> bool:
+    """Whether a file can be created in ``directory`` (tried, not guessed: permissions, read-only
+    mounts and pseudo file systems all answer the same way)."""
+    import os
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bdh-write-probe.", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
 def check_output_file(path, flag: str, force: bool = True, hint: str = "") -> None:
     """Refuses (ConfigError, before any work) an output file that cannot be written: a directory
     there, a file where a parent directory should be, an unwritable directory, or (force=False)
@@ -121,14 +136,13 @@ def check_output_file(path, flag: str, force: bool = True, hint: str = "") -> No
     base = _nearest_existing(p.parent)
     if not base.is_dir():
         raise ConfigError(f"{flag} {path}: {base} is a file, not a directory")
-    if not os.access(base, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise ConfigError(f"{flag} {path}: not writable (permission denied in {base})")
+    if not _can_create_in(base) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(f"{flag} {path}: not writable (cannot create files in {base})")
 
 
 def check_output_dir(path, flag: str, allowed: tuple | None = None) -> None:
     """Refuses an output directory that cannot be written: a file there, an unwritable parent, or
     (``allowed`` given) a directory holding files other than those names."""
-    import os
     from pathlib import Path
 
     from ..errors import ConfigError
@@ -140,11 +154,12 @@ def check_output_dir(path, flag: str, allowed: tuple | None = None) -> None:
         raise ConfigError(f"{flag}: expected a directory name, got nothing")
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{flag} {path} is a file, not a directory")
-    base = _nearest_existing(p)
+    base = _nearest_existing(p.absolute().parent)  # directories are staged beside their target
     if not base.is_dir():
         raise ConfigError(f"{flag} {path}: {base} is a file, not a directory")
-    if not os.access(base, os.W_OK | os.X_OK) or (base != p.absolute() and not os.access(base, os.W_OK)):
-        raise ConfigError(f"{flag} {path}: not writable (permission denied in {base})")
+    for where in (base, p) if p.is_dir() else (base,):
+        if not _can_create_in(where):
+            raise ConfigError(f"{flag} {path}: not writable (cannot create files in {where})")
     if allowed is not None and p.is_dir():
         other = sorted(c.name for c in p.iterdir() if c.name not in allowed)
         if other:
@@ -265,6 +280,7 @@ def prepare_network(args):
     from ..network import SpikingNetwork, dense_model
 
     torch.manual_seed(args.seed)
+    ids, name = evaluation_ids(args)  # a degenerate evaluation text fails before the conversion
     if args.load:
         if args.checkpoint or args.calibration or args.gating or args.threshold:
             raise ConfigError("--load takes a converted network: checkpoint, --calibration, --gating and "
@@ -274,7 +290,6 @@ def prepare_network(args):
         log(f"loaded network {args.load} (gating {net.gating}, calibrated on {net.calibration.get('text')})")
     else:
         model, net = convert_checkpoint(args)
-    ids, name = evaluation_ids(args)
     return model, net, ids, name
 
 

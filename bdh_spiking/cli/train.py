@@ -68,11 +68,11 @@ def main(argv=None):
     if "--strip" in argv and "--text" not in argv:
         argv += ["--text", "-"]
     args = train_parser().parse_args(argv)
+    check_train_paths(args)
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..model import BDHConfig
     from ..train import TrainSettings, train
 
-    check_train_paths(args)
     if args.strip:
         model, info = load_checkpoint(args.strip, log=log)
         save_checkpoint(args.out, model, info["meta"])
