@@ -142,7 +142,7 @@ def cli_rows(f, t):
         ("bdh-train", ["--text", text, "--out", str(t / "x.pt"), "--lr", "0"], "--lr"),
         ("bdh-train", ["--text", text, "--out", str(t / "x.pt"), "--dropout", "1"], "--dropout"),
         ("bdh-train", ["--text", text, "--out", str(t / "x.pt"), "--warmup-steps", "-5"], "--warmup-steps"),
-        ("bdh-train", ["--text", str(t / "absent.txt"), "--out", str(t / "x.pt")], "no such file"),
+        ("bdh-train", ["--text", str(t / "absent.txt"), "--out", str(t / "x.pt")], "not found"),
         ("bdh-train", ["--text", str(f / "somedir"), "--out", str(t / "x.pt")], "is a directory"),
         ("bdh-train", ["--text", text, "--out", str(f / "somedir")], "expected a file name"),
         ("bdh-train", ["--text", text, "--out", "/proc/bdh-x.pt"], "not writable"),
@@ -174,7 +174,7 @@ def cli_rows(f, t):
         ("bdh-study", ["--out", str(f / "report")], "pass --force"),
         ("bdh-study", ["--out", str(t / "st"), "--fdr", "1.5"], "--fdr"),
         ("bdh-study", ["--out", str(t / "st"), "--taus-ms", "0"], "decay time constants"),
-        ("bdh-study", ["--out", str(t / "st"), "--text", str(t / "absent.txt")], "no such file"),
+        ("bdh-study", ["--out", str(t / "st"), "--text", str(t / "absent.txt")], "not found"),
         ("bdh-study", ["--out", str(t / "st"), "--bio-tokens", "-1"], "--bio-tokens"),
     ]
 

@@ -177,7 +177,7 @@ def check_input_file(path, flag: str) -> None:
         return
     p = Path(path)
     if not p.exists():
-        raise ConfigError(f"{flag} {path}: no such file")
+        raise ConfigError(f"{flag} {path}: file not found")
     if p.is_dir():
         raise ConfigError(f"{flag} {path} is a directory, expected a file")
 
