@@ -90,9 +90,6 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
     _write_outputs(args, sweep, values, reports, log)
     if record:
         _monitor_run(args, net, ids, timesteps, target, base, record, log)
-    for flag in ("energy", "generate", "export_nir", "save"):
-        if getattr(args, flag, None):
-            log(f"--{flag.replace('_', '-')} is not supported with --mode biophysical: skipped")
     return 0
 
 

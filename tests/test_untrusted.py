@@ -165,6 +165,8 @@ def cli_rows(f, t):
         ("bdh-convert", [*fast, "--mode", "fixed-point", "--generate", "5"], "--generate"),
         ("bdh-convert", [*fast, "--mode", "biophysical", "--save-lava", str(t / "lv")], "--save-lava"),
         ("bdh-convert", [*fast, "-T", "0"], "-T/--timesteps"),
+        ("bdh-convert", [*fast, "--mode", "biophysical", "--backend", "brian2", "--save", str(t / "n.bdhsnn")],
+         "not available with --mode biophysical"),
         ("bdh-convert", [*fast, "--record", "spikes", "--backend", "brian2"], "--mode biophysical"),
         ("bdh-energy", [*fast, "--json", str(f / "somedir")], "expected a file name"),
         ("bdh-energy", [*fast, "--plots", str(f / "plain.txt")], "is a file, not a directory"),
@@ -193,6 +195,14 @@ def api_rows(f, t):
         ("compare_no_backend", lambda: compare(model, net, ids, backends=[]), "no backend named"),
         ("compare_float_ids", lambda: compare(model, net, ids.double()), "integers"),
         ("compare_no_timesteps", lambda: compare(model, net, ids, timesteps=[]), "at least one T"),
+        ("convert_seq_len_0", lambda: bs.convert(model, calibration=b"abc" * 20, seq_len=0), "seq_len"),
+        ("convert_design_T_0", lambda: bs.convert(model, calibration=b"abc" * 20, design_T=0), "design_T"),
+        ("convert_v_init_str", lambda: bs.convert(model, calibration=b"abc" * 20, v_init="0.5"), "v_init"),
+        ("convert_quantile_nan", lambda: bs.convert(model, calibration=b"abc" * 20, quantile=float("nan")), "quantile"),
+        ("convert_float_calibration", lambda: bs.convert(model, calibration=torch.rand(64)), "integers"),
+        ("convert_calibration_ids_300", lambda: bs.convert(model, calibration=torch.full((64,), 300)), "[0, 256)"),
+        ("train_time_limit_-1", lambda: train_api(f, t, time_limit_s=-1.0), "time_limit_s"),
+        ("train_lr_nan", lambda: train_api(f, t, lr=float("nan")), "lr"),
         ("simulate_chunk_-1", lambda: bs.simulate(net, ids, chunk=-1), "chunk"),
         ("checkpoint_stride_trick", lambda: load_checkpoint(stride_checkpoint(t / "stride.pt")), "stride trick"),
         ("checkpoint_is_network", lambda: load_checkpoint(f / "net.bdhsnn"), "--load"),
@@ -206,6 +216,12 @@ def api_rows(f, t):
     for name, path in v.items():
         rows.append((f"network_{name}", lambda p=path: SpikingNetwork.load(p), phrases[name]))
     return rows
+
+
+def train_api(f, t, **bad):
+    from bdh_spiking.train import TrainSettings, train
+
+    return train(TrainSettings(text=str(f / "text.txt"), out=str(t / "api.pt"), **bad), log=lambda m: None)
 
 
 def run_in_process(main, argv) -> tuple[object, str]:

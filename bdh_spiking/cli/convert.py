@@ -60,6 +60,9 @@ def check_flags(args) -> None:
                                     "with --mode biophysical"),
         (bio and args.save_lava, "--save-lava writes the Lava process graph of mode discrete or fixed-point: "
                                  "not available with --mode biophysical"),
+        (bio and (args.energy or args.generate or args.export_nir or args.save),
+         "--energy, --generate, --export-nir and --save take the discrete network: not available with --mode "
+         "biophysical"),
         (args.generate and args.mode == "fixed-point", "--generate samples from the floating-point network "
                                                        "(reference, mode discrete): not available with --mode "
                                                        "fixed-point"),
