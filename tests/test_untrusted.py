@@ -363,11 +363,11 @@ def test_train_force_replaces_and_progress_does_not_flood_a_pipe(run_cli, files,
             "--batch-size", "2", "--eval-every", "50", "--eval-windows", "2", "--device", "cpu", "--threads", "1"]
     rc, _, err = run_cli("bdh-train", "--text", corpus, "--out", out, "--steps", "5", *tiny)
     assert rc == 2 and err.count("\n") == 1 and "--force" in err and out.read_text() == "precious\n"
-    rc, _, err = run_cli("bdh-train", "--text", corpus, "--out", out, "--steps", "60", "--force", *tiny)
+    rc, _, err = run_cli("bdh-train", "--text", corpus, "--out", out, "--steps", "30", "--force", *tiny)
     assert rc == 0, err
     assert "\r" not in err  # stderr is a pipe: whole lines, no redraws
     assert len(err) < 4000, len(err)
-    assert load_checkpoint(out)[1]["meta"]["steps"] == 60
+    assert load_checkpoint(out)[1]["meta"]["steps"] == 30
 
 
 @pytest.mark.parametrize("command", sorted(MAINS))
