@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .fileio import atomic_savefig
+
 
 def plot_monitors(result, out_dir, prefix: str = "biophysical") -> list:
     """Raster, membrane traces and Hebbian weight trajectories from a biophysical run's records."""
@@ -29,7 +31,7 @@ def plot_monitors(result, out_dir, prefix: str = "biophysical") -> list:
                      f"{result.settings['biophysical']['schedule']})", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{prefix}_raster.png"
-        fig.savefig(path, dpi=110)
+        atomic_savefig(fig, path, dpi=110)
         plt.close(fig)
         written.append(path)
     if "v_x" in rec:
@@ -44,7 +46,7 @@ def plot_monitors(result, out_dir, prefix: str = "biophysical") -> list:
         axes[-1].set_xlabel("simulated time [ms]")
         fig.tight_layout()
         path = out_dir / f"{prefix}_membrane.png"
-        fig.savefig(path, dpi=110)
+        atomic_savefig(fig, path, dpi=110)
         plt.close(fig)
         written.append(path)
     if "weights" in rec and len(rec["weights"]["token"]):
@@ -58,7 +60,7 @@ def plot_monitors(result, out_dir, prefix: str = "biophysical") -> list:
         ax.legend(fontsize=5, ncol=2)
         fig.tight_layout()
         path = out_dir / f"{prefix}_weights.png"
-        fig.savefig(path, dpi=110)
+        atomic_savefig(fig, path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
@@ -83,6 +85,6 @@ def plot_sweep(name: str, values, runs, path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(f"brian2 biophysical: fidelity vs {name}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return path

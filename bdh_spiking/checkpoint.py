@@ -49,8 +49,65 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+MAX_PICKLE_BYTES = 64 << 20  # the pickled structure of a checkpoint (not its tensors) is a few kB
+
+
+def _check_zip(path: Path) -> None:
+    """A zip checkpoint's members, before torch reads any: not a network file, stored (not
+    compressed: torch writes none, and a compressed member could expand without bound), the
+    pickled structure of a plausible size."""
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    names = [i.filename for i in infos]
+    if "manifest.json" in names:
+        raise CheckpointError(f"{path} is a converted spiking network (.bdhsnn), not a dense checkpoint: "
+                              "pass it with --load (Python: SpikingNetwork.load)")
+    if not any(n.endswith("data.pkl") for n in names):
+        raise CheckpointError(f"not a PyTorch checkpoint: {path} is a zip without data.pkl")
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"refused {path}: member {info.filename!r} is compressed (PyTorch writes "
+                                  "none; a compressed member could expand without bound)")
+        if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"refused {path}: its pickled structure declares {info.file_size:,} bytes, over "
+                                  f"the cap of {MAX_PICKLE_BYTES:,}")
+
+
+def _tensors(obj, where: str = ""):
+    """(path, tensor) of every tensor in a loaded checkpoint (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{where}[{i}]")
+
+
+def check_storages(raw, path: Path, file_bytes: int) -> None:
+    """Every tensor addresses only bytes its storage holds (no stride-0 or overlapping view that
+    claims more elements than were stored), and the storages together fit in the file. Checked
+    on the memory-mapped load, before any tensor is materialised or computed on."""
+    storages = {}
+    for where, t in _tensors(raw):
+        storage = t.untyped_storage().nbytes()
+        item = t.element_size()
+        extent = (t.storage_offset() + sum((n - 1) * st for n, st in zip(t.shape, t.stride())) + 1) \
+            if t.numel() else 0
+        if any(st < 0 for st in t.stride()) or extent * item > storage or t.numel() * item > storage:
+            raise CheckpointError(f"refused {path}: tensor '{where}' of shape {tuple(t.shape)} claims "
+                                  f"{t.numel() * item:,} bytes from a storage of {storage:,} (a stride trick)")
+        storages[t.untyped_storage().data_ptr()] = storage
+    total = sum(storages.values())
+    if total > file_bytes:
+        raise CheckpointError(f"refused {path}: its tensors claim {total:,} bytes, the file holds {file_bytes:,}")
+
+
 def read_raw(path: str | Path) -> object:
-    """torch.load with weights_only=True, every failure turned into a one-line CheckpointError."""
+    """torch.load with weights_only=True, every failure turned into a one-line CheckpointError.
+    Zip checkpoints are checked member by member, loaded memory-mapped, and every tensor checked
+    against its storage before anything is materialised."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -63,11 +120,14 @@ def read_raw(path: str | Path) -> object:
     if not (head.startswith(b"PK") or head[:1] == b"\x80"):
         raise CheckpointError(f"not a PyTorch checkpoint (unrecognised file header): {path}")
     try:
+        is_zip = head.startswith(b"PK")
+        if is_zip:
+            _check_zip(path)
         # torch.__version__ (a TorchVersion, a plain str subclass) sits in the metadata of
         # checkpoints written before train.py stored it as str; allow just that class.
         safe = getattr(torch.serialization, "safe_globals", None)
         with safe([torch.torch_version.TorchVersion]) if safe else contextlib.nullcontext():
-            return torch.load(path, map_location="cpu", weights_only=True)
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc).lower() or "weights only" in str(exc).lower():
             raise CheckpointError(
@@ -78,6 +138,8 @@ def read_raw(path: str | Path) -> object:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"corrupt or truncated checkpoint {path}: {first}") from None
+    check_storages(raw, path, path.stat().st_size)
+    return raw
 
 
 def _strip_prefix(state: dict) -> dict:
@@ -172,7 +234,12 @@ def load_checkpoint(path: str | Path | None = None, n_layer: int | None = None, 
             raise CheckpointError(f"checkpoint {path} lacks its 'model' or 'config' entry")
         state = check_keys(raw["model"], log)
         stored = dict(raw["config"])
-        inferred = infer_config(state, int(stored.get("n_layer", OFFICIAL_N_LAYER)), stored.get("dropout", 0.1))
+        layers, dropout = stored.get("n_layer", OFFICIAL_N_LAYER), stored.get("dropout", 0.1)
+        if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers <= 4096:
+            raise CheckpointError(f"checkpoint {path}: config n_layer must be an integer in [1, 4096], got {layers!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise CheckpointError(f"checkpoint {path}: config dropout must be a number in [0, 1), got {dropout!r}")
+        inferred = infer_config(state, layers, dropout)
         for key in ("n_embd", "n_head", "mlp_internal_dim_multiplier", "vocab_size"):
             if stored.get(key) != getattr(inferred, key):
                 raise CheckpointError(f"config field {key}={stored.get(key)} disagrees with the tensor "

@@ -3,7 +3,6 @@ and the monitor run behind its figures."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -46,6 +45,13 @@ def _check_args(args, backends) -> list:
     return record
 
 
+def check_biophysical(args, backends) -> None:
+    """The biophysical flags (--record, --sweep, mode and backend), checked before any work."""
+    _check_args(args, backends)
+    if args.sweep:
+        parse_sweep(args.sweep)
+
+
 def _params(options: dict) -> dict:
     return load_params(options.get("params_file"), **{k: x for k, x in options.items() if k != "params_file"})
 
@@ -84,21 +90,18 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
     _write_outputs(args, sweep, values, reports, log)
     if record:
         _monitor_run(args, net, ids, timesteps, target, base, record, log)
-    for flag in ("energy", "generate", "export_nir", "save"):
-        if getattr(args, flag, None):
-            log(f"--{flag.replace('_', '-')} is not supported with --mode biophysical: skipped")
     return 0
 
 
 def _write_outputs(args, sweep, values, reports, log) -> None:
     """--json (one report, or the sweep's), the sweep's fidelity plot or the report's plots."""
     from .biophysical_figures import plot_sweep
-    from .fileio import atomic_write_text
+    from .fileio import atomic_write_text, json_text
 
     if args.json:
         doc = reports[0].to_dict() if not sweep else {
             "sweep": {"parameter": sweep[1], "values": values}, "reports": [r.to_dict() for r in reports]}
-        atomic_write_text(args.json, json.dumps(doc, indent=1, default=lambda o: o.tolist()
+        atomic_write_text(args.json, json_text(doc, default=lambda o: o.tolist()
                                                 if isinstance(o, torch.Tensor) else str(o)) + "\n")
         log(f"wrote {args.json}")
     if sweep:

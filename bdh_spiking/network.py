@@ -141,6 +141,7 @@ class Quantization:
         missing = set(QUANT_TABLES) - set(tables)
         if missing:
             raise NetworkFormatError(f"quantized network lacks integer tables {sorted(missing)}")
+        _check_quant_params(meta.get("params"))
         try:
             return cls(format=FixedPointFormat(**meta["params"]), v0=int(meta["v0"]), exponents=dict(meta["exponents"]),
                        lm_shift=int(meta["lm_shift"]), logit_scale_exp=int(meta["logit_scale_exp"]),
@@ -149,6 +150,23 @@ class Quantization:
                        source_arrays_sha=str(meta["source_arrays_sha"]), tables=dict(tables), format_version=version)
         except (KeyError, TypeError, ValueError) as exc:
             raise NetworkFormatError(f"incomplete quantization entry in the manifest: {exc}") from None
+
+
+def _check_quant_params(params) -> None:
+    """The integer widths of a stored quantization: known names, integers in [0, 64] (the
+    granularity a name, the clip quantile a number in (0, 1])."""
+    fields = {f.name for f in dataclasses.fields(FixedPointFormat)}
+    if not isinstance(params, dict) or set(params) - fields:
+        raise NetworkFormatError(f"quantization params must map names among {sorted(fields)} to values")
+    for key, value in params.items():
+        if key == "granularity":
+            ok = value in ("neuron", "projection")
+        elif key == "clip_quantile":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 64
+        if not ok:
+            raise NetworkFormatError(f"quantization param {key!r} has an invalid value {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,33 +385,130 @@ class SpikingNetwork:
             raise NetworkFormatError(f"network file {path}: {exc}") from None
 
 
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; more is not a network file
+MAX_DIM = 1 << 20  # no dimension of a network (layers, heads, units, neurons, vocabulary) is larger
+MAX_ARRAY_ELEMENTS = 1 << 31  # 16 GB of float64 in one array: the cap on what a file may claim
+NPY_HEADER_MAX = 1 << 16  # an .npy header of a plain array is under 200 bytes; room for version 2
+FLOAT_KINDS, INT_KINDS = ("f",), ("i", "u")  # complex, bool, object and strings are refused
+CONFIG_KEYS = ("n_layer", "n_embd", "n_head", "n_neurons", "vocab_size")
+
+
+def _refuse(path, message: str):
+    raise NetworkFormatError(f"network file {path}: {message}")
+
+
+def _check_manifest(path, manifest) -> None:
+    """The manifest's schema: types, ranges and names, before anything it names is read."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise NetworkFormatError(f"{path} is not a bdh-spiking network (format {fmt!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise NetworkFormatError(f"{path} has an invalid format version {version!r} (expected an integer >= 1)")
+    if version > FORMAT_VERSION:
+        raise NetworkFormatError(f"{path} has network format version {version}, newer than this bdh-spiking reads "
+                                 f"({FORMAT_VERSION}); upgrade bdh-spiking")
+    config = manifest.get("config")
+    if not isinstance(config, dict):
+        _refuse(path, "manifest field 'config' missing or not a mapping")
+    for key in CONFIG_KEYS:
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIM:
+            _refuse(path, f"config field {key!r} must be an integer in [1, {MAX_DIM}], got {value!r}")
+    if manifest.get("gating") not in GATINGS:
+        _refuse(path, f"gating must be one of {', '.join(GATINGS)}, got {manifest.get('gating')!r}")
+    v = manifest.get("v_init")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+        _refuse(path, f"v_init must be a number in [0, 1), got {v!r}")
+    plastic = manifest.get("plastic")
+    fields = {f.name for f in dataclasses.fields(PlasticRule)}
+    if not isinstance(plastic, dict) or set(plastic) - fields or not all(isinstance(x, str) for x in plastic.values()):
+        _refuse(path, f"manifest field 'plastic' must map names among {sorted(fields)} to strings")
+    for key in ("calibration", "provenance", "extra"):
+        if not isinstance(manifest.get(key, {}), dict):
+            _refuse(path, f"manifest field {key!r} must be a mapping")
+    arrays = manifest.get("arrays")
+    if not isinstance(arrays, dict):
+        _refuse(path, "manifest field 'arrays' missing or not a mapping")
+    for name, entry in arrays.items():
+        if name not in ARRAY_SHAPES and name not in QUANT_TABLES:
+            _refuse(path, f"unknown array name {name!r} (a network holds only {', '.join(ARRAY_SHAPES)} and the "
+                          "q_* tables of a quantization)")
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str):
+            _refuse(path, f"manifest entry of array {name!r} must give its dtype")
+
+
+def _array_spec(path, name: str, entry: dict, dims: Dims) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) that array ``name`` must have: the shape from the dims, the dtype of the
+    manifest if it is of the allowed kind."""
+    d = dims.as_dict()
+    shape = tuple(d[sym] for sym in (ARRAY_SHAPES.get(name) or QUANT_TABLES[name]))
+    if int(np.prod(shape, dtype=object)) > MAX_ARRAY_ELEMENTS:
+        _refuse(path, f"array {name!r} of shape {shape} exceeds the cap of {MAX_ARRAY_ELEMENTS:,} elements")
+    if entry.get("shape") != list(shape):
+        _refuse(path, f"manifest gives array {name!r} the shape {entry.get('shape')!r}, the config implies "
+                      f"{list(shape)}")
+    try:
+        dtype = np.dtype(entry["dtype"])
+    except TypeError:
+        _refuse(path, f"array {name!r} has an unknown dtype {entry['dtype']!r}")
+    kinds = INT_KINDS if name in QUANT_TABLES else FLOAT_KINDS
+    if dtype.kind not in kinds or dtype.hasobject:
+        want = "integer" if name in QUANT_TABLES else "floating point"
+        _refuse(path, f"array {name!r} has dtype {dtype}, expected {want}")
+    return shape, dtype
+
+
+def _read_array(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, shape: tuple, dtype) -> np.ndarray:
+    """One array, its declared size and .npy header checked before its data is read."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if info.file_size > nbytes + NPY_HEADER_MAX:
+        _refuse(path, f"array {name!r} is stored in {info.file_size:,} bytes, more than its shape {shape} and dtype "
+                      f"{dtype} allow ({nbytes:,} bytes plus header)")
+    with zf.open(info) as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        if major not in (1, 2):
+            _refuse(path, f"array {name!r} has an unsupported .npy version {major}")
+        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        stored_shape, fortran, stored_dtype = reader(fh)
+        if tuple(stored_shape) != shape or stored_dtype != dtype:
+            _refuse(path, f"array {name!r} has shape {tuple(stored_shape)} and dtype {stored_dtype}, expected "
+                          f"{shape} and {dtype} (from the manifest's config)")
+        data = fh.read(nbytes + 1)
+    if len(data) != nbytes:
+        _refuse(path, f"array {name!r} holds {len(data):,} data bytes, expected {nbytes:,}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
 def _read_file(path: Path) -> tuple[dict, dict]:
-    """(manifest, arrays) of a .bdhsnn file, with its format and version checked."""
+    """(manifest, arrays) of a .bdhsnn file. Nothing in it is trusted: the manifest's schema is
+    checked, array names come from a fixed set, each array's dtype and shape are checked against
+    the config's dims from its .npy header and its declared size before its data is read."""
     if not path.is_file():
-        raise NetworkFormatError(f"network file not found: {path}")
+        raise NetworkFormatError(f"network file not found: {path}" if not path.exists()
+                                 else f"network path is a directory, expected a .bdhsnn file: {path}")
     try:
         with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if "manifest.json" not in names:
-                raise NetworkFormatError(f"{path} is not a bdh-spiking network (no manifest.json)")
+            infos = {i.filename: i for i in zf.infolist()}
+            if "manifest.json" not in infos:
+                hint = (" (it looks like a PyTorch checkpoint: pass it as the checkpoint argument, not --load)"
+                        if any(n.endswith("data.pkl") for n in infos) else "")
+                raise NetworkFormatError(f"{path} is not a bdh-spiking network (no manifest.json){hint}")
+            if infos["manifest.json"].file_size > MAX_MANIFEST_BYTES:
+                _refuse(path, f"manifest.json declares {infos['manifest.json'].file_size:,} bytes, over the cap of "
+                              f"{MAX_MANIFEST_BYTES:,}")
             manifest = json.loads(zf.read("manifest.json"))
-            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-                fmt = manifest.get("format") if isinstance(manifest, dict) else None
-                raise NetworkFormatError(f"{path} is not a bdh-spiking network (format {fmt!r})")
-            version = manifest.get("format_version")
-            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-                raise NetworkFormatError(f"{path} has an invalid format version {version!r}")
-            if version > FORMAT_VERSION:
-                raise NetworkFormatError(
-                    f"{path} has network format version {version}, newer than this bdh-spiking reads "
-                    f"({FORMAT_VERSION}); upgrade bdh-spiking")
+            _check_manifest(path, manifest)
+            dims = Dims.of_config(manifest["config"])
             arrays = {}
-            for name in manifest.get("arrays", {}):
-                member = f"arrays/{name}.npy"
-                if member not in names:
+            for name, entry in manifest["arrays"].items():
+                info = infos.get(f"arrays/{name}.npy")
+                if info is None:
                     raise NetworkFormatError(f"{path} lacks array {name!r} listed in its manifest")
-                arrays[name] = np.load(io.BytesIO(zf.read(member)), allow_pickle=False)
-    except (zipfile.BadZipFile, json.JSONDecodeError, ValueError, EOFError, OSError) as exc:
+                shape, dtype = _array_spec(path, name, entry, dims)
+                arrays[name] = _read_array(path, zf, info, name, shape, dtype)
+    except (zipfile.BadZipFile, json.JSONDecodeError, ValueError, EOFError, OSError,
+            UnicodeDecodeError, RecursionError) as exc:
         raise NetworkFormatError(f"corrupt or truncated network file {path}: {exc}") from None
     return manifest, arrays
 

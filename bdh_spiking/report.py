@@ -8,7 +8,6 @@ for every backend other than the reference, how its spike counts differ from the
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import platform
 from pathlib import Path
@@ -17,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .errors import ConfigError
 from .backends import parse_backends, simulate
 from .clipping import clipping, clipping_warning
-from .fileio import atomic_write_text
+from .fileio import atomic_savefig, atomic_write_text, json_text
 from .dense_probe import DenseReference, dense_reference  # noqa: F401 (part of this module's interface)
 from .distributed import simulate_sharded, world_size
 from .semantics import GRADED_RTOL, TIE_EPS, FanOut
@@ -148,7 +148,7 @@ class Report:
         return {"meta": self.meta, "runs": self.runs}
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1, default=_jsonable)
+        text = json_text(self.to_dict(), default=_jsonable)
         if path is not None:
             atomic_write_text(path, text + "\n")
         return text
@@ -233,7 +233,7 @@ class Report:
                          f"{self.meta['text']['tokens']} held-out tokens)", fontsize=9)
             fig.tight_layout()
             path = out_dir / "fidelity_vs_T.png"
-            fig.savefig(path, dpi=120)
+            atomic_savefig(fig, path, dpi=120)
             plt.close(fig)
             written.append(path)
         layer_runs = [r for r in self.runs if "corr_x_per_layer" in r]
@@ -249,7 +249,7 @@ class Report:
             ax.legend(fontsize=6)
             fig.tight_layout()
             path = out_dir / "layer_correlation.png"
-            fig.savefig(path, dpi=120)
+            atomic_savefig(fig, path, dpi=120)
             plt.close(fig)
             written.append(path)
         return written
@@ -288,6 +288,27 @@ def describe_run(dense, result, net, ids, backend, mode, coding, T, max_spikes, 
     return run
 
 
+def evaluation_request(net, token_ids, timesteps, codings):
+    """(ids (B, T) int64, timesteps list, codings list), refusing degenerate evaluations before
+    any work: no sequence, sequences of fewer than 2 tokens (no prediction to score), float ids,
+    no timesteps or codings."""
+    from .backends.registry import normalize_ids
+
+    try:
+        ids = normalize_ids(token_ids, net.dims.V)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"token ids: {exc}") from None
+    if ids.shape[1] < 2:
+        raise ConfigError(f"an evaluation needs at least one sequence of at least 2 tokens (one scored "
+                          f"prediction), got ids of shape {tuple(ids.shape)}")
+    timesteps = [timesteps] if isinstance(timesteps, int) else list(timesteps)
+    codings = [codings] if isinstance(codings, str) else list(codings)
+    if not timesteps or not codings:
+        raise ConfigError(f"an evaluation needs at least one T and one coding (got timesteps={timesteps}, "
+                          f"codings={codings})")
+    return ids, timesteps, codings
+
+
 def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codings=("multispike",),
             include_graded: bool = True, mode: str = "discrete", max_spikes: int = 4, device="cpu",
             dtype=None, text_name: str = "token ids", seed: int = 0, progress: bool = False,
@@ -299,12 +320,8 @@ def compare(model, net, token_ids, backends=("reference",), timesteps=(8,), codi
     coding x T asked for. Backends other than the reference are compared spike by spike with the
     reference run of the same settings.
     """
-    ids = torch.as_tensor(token_ids, dtype=torch.int64)
-    if ids.dim() == 1:
-        ids = ids[None]
+    ids, timesteps, codings = evaluation_request(net, token_ids, timesteps, codings)
     backends = parse_backends(backends)
-    timesteps = [timesteps] if isinstance(timesteps, int) else list(timesteps)
-    codings = [codings] if isinstance(codings, str) else list(codings)
     dense = dense_reference(model, ids)
     configs = ([("graded", 1)] if include_graded else []) + [(c, T) for c in codings for T in timesteps
                                                               if not (c == "graded" and T == 1 and include_graded)]

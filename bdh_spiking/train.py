@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import bar as tqdm
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -125,14 +125,32 @@ def start_or_resume(s: TrainSettings, config: BDHConfig | None, gen: torch.Gener
     return model, info, step, tokens, elapsed, history
 
 
+def check_settings(s: TrainSettings) -> None:
+    """The settings' types and ranges, before any work (one ConfigError, as from the CLI)."""
+    if s.block_size < 2 or s.batch_size < 1 or s.steps < 1:
+        raise ConfigError("block size must be >= 2, batch size and steps >= 1")
+    for name, low in (("eval_every", 1), ("eval_windows", 1), ("save_every", 1), ("warmup_steps", 0)):
+        value = getattr(s, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    checks = [("lr", s.lr, False), ("weight_decay", s.weight_decay, True), ("grad_clip", s.grad_clip, False),
+              ("min_lr_fraction", s.min_lr_fraction, True)]
+    if s.time_limit_s is not None:
+        checks.append(("time_limit_s", s.time_limit_s, False))
+    for name, value, zero_ok in checks:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+            (value >= 0 if zero_ok else value > 0)
+        if not ok:
+            raise ConfigError(f"{name} must be a finite number {'>=' if zero_ok else '>'} 0, got {value!r}")
+
+
 def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callable[[str], None] = print,
           progress: bool = True) -> dict:
     """Trains (or resumes) and writes settings.out atomically; returns the final metadata."""
     s = settings
     if s.threads:
         torch.set_num_threads(s.threads)
-    if s.block_size < 2 or s.batch_size < 1 or s.steps < 1:
-        raise ConfigError("block size must be >= 2, batch size and steps >= 1")
+    check_settings(s)
     device = resolve_device(s.device)
     data = read_bytes(s.text, what="training text")
     train_part, val_part = check_text(data, s.block_size)

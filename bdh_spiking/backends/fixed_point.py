@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import bar as tqdm
 
 from ..semantics import Plasticity, SimSettings, accumulate_stats, new_stats
 from ..semantics.fixed_point import IntegerLayerMath, Saturations, decay_int, oscillator_table

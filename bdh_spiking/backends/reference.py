@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import bar as tqdm
 
 from ..semantics import (Plasticity, SimSettings, accumulate_stats, chunk_bounds, decode, fold_weights,
                          gate_current, gate_output, layer_norm, new_stats, oscillator_cos_sin, oscillator_payload,

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import bar as tqdm
 
 from ..semantics import (Plasticity, SimSettings, accumulate_stats, boundary_distance, chunk_bounds, decode,
                          fold_weights, gate_current, gate_output, initial_membrane, layer_norm, new_stats,

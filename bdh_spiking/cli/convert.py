@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (Parser, add_network_args, backend_options, entry_point, int_list, log, positive_int,
-                     prepare_network, refuse, simulation_args, write_outputs)
+from .common import (Parser, add_network_args, backend_options, check_input_file, check_network_outputs, entry_point,
+                     int_list, log, nonneg_float, positive_float, positive_int, prepare_network, refuse, simulation_args,
+                     write_outputs)
 
 
 def convert_parser() -> argparse.ArgumentParser:
@@ -14,6 +15,7 @@ def convert_parser() -> argparse.ArgumentParser:
         prog="bdh-convert",
         description="Convert a dense BDH into a spiking network, run it on one or more backends and "
                     "report how closely it reproduces the dense model.",
+        example="bdh-convert --backend reference,snntorch -T 8 --save net.bdhsnn --json report.json --plots plots/",
     )
     add_network_args(p)
     p.add_argument("--sweep-T", type=int_list, default=None, metavar="T1,T2,...",
@@ -39,9 +41,9 @@ def convert_parser() -> argparse.ArgumentParser:
                    help="also write the parts of the network NIR can express as a NIR graph (HDF5; needs "
                         "pip install 'bdh-spiking[nir]'); what NIR cannot hold is listed on stderr and in the file")
     b = p.add_argument_group("mode biophysical (--backend brian2; parameters: bdh_spiking/data/biophysical.toml)")
-    b.add_argument("--token-ms", type=float, default=None, help="presentation time of one byte in ms")
-    b.add_argument("--max-rate", type=float, default=None, help="firing rate (Hz) of a unit input current")
-    b.add_argument("--noise", type=float, default=None, help="membrane noise std (threshold units)")
+    b.add_argument("--token-ms", type=positive_float, default=None, help="presentation time of one byte in ms")
+    b.add_argument("--max-rate", type=positive_float, default=None, help="firing rate (Hz) of a unit input current")
+    b.add_argument("--noise", type=nonneg_float, default=None, help="membrane noise std (threshold units)")
     b.add_argument("--bio-params", metavar="FILE", default=None, help="TOML file overriding the shipped parameters")
     b.add_argument("--sweep", metavar="PARAM=v1,v2,...", default=None,
                    help="run the report for each value of token-ms, max-rate or noise and plot fidelity vs it")
@@ -58,6 +60,9 @@ def check_flags(args) -> None:
                                     "with --mode biophysical"),
         (bio and args.save_lava, "--save-lava writes the Lava process graph of mode discrete or fixed-point: "
                                  "not available with --mode biophysical"),
+        (bio and (args.energy or args.generate or args.export_nir or args.save),
+         "--energy, --generate, --export-nir and --save take the discrete network: not available with --mode "
+         "biophysical"),
         (args.generate and args.mode == "fixed-point", "--generate samples from the floating-point network "
                                                        "(reference, mode discrete): not available with --mode "
                                                        "fixed-point"),
@@ -73,8 +78,14 @@ def biophysical_asked(args) -> bool:
 def main(argv=None):
     args = convert_parser().parse_args(argv)
     check_flags(args)
+    check_network_outputs(args)
+    check_input_file(args.bio_params, "--bio-params")
     timesteps = args.sweep_T or [args.timesteps]
     backends, device, dtype = simulation_args(args, timesteps)
+    if biophysical_asked(args):
+        from ..cli_biophysical import check_biophysical
+
+        check_biophysical(args, backends)
     energy_profiles = None
     if args.energy or args.profile is not None:
         from ..energy import parse_profiles

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (Parser, add_network_args, backend_options, entry_point, log, prepare_network,
-                     simulation_args, write_outputs)
+from .common import (Parser, add_network_args, backend_options, check_network_outputs, entry_point, log,
+                     prepare_network, simulation_args, write_outputs)
 
 
 def energy_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def energy_parser() -> argparse.ArgumentParser:
         prog="bdh-energy",
         description="Energy per token of the spiking network on neuromorphic hardware profiles, counted from "
                     "each backend's actual spikes, next to the dense model on conventional hardware.",
+        example="bdh-energy --load net.bdhsnn --backend reference --profile loihi2,truenorth --json energy.json",
     )
     add_network_args(p)
     p.add_argument("--profile", default="all", metavar="NAME|all|FILE",
@@ -25,6 +26,7 @@ def energy_parser() -> argparse.ArgumentParser:
 @entry_point
 def main(argv=None):
     args = energy_parser().parse_args(argv)
+    check_network_outputs(args)
     from ..energy import estimate, parse_profiles
 
     profiles = parse_profiles(args.profile)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Parser, entry_point, log, positive_int
+from .common import (Parser, check_input_file, check_output_dir, entry_point, log, nonneg_int, number_type,
+                     positive_float, positive_int)
 
 
 def _float_list(text: str) -> list[float]:
@@ -26,19 +27,22 @@ def study_parser() -> argparse.ArgumentParser:
         prog="bdh-study",
         description="Three experiments on the spiking network's plastic working memory: concept-selective "
                     "synapses, memory under frozen/reset/decaying plasticity, biological firing rates. "
-                    "Writes DIR/report.md, DIR/results.json and PNG figures (docs/study.md).",
+                    "Writes DIR/report.md, DIR/results.json and PNG figures (docs/study.md), all at once at the end.",
+        example="bdh-study --out study/ --quick",
     )
     p.add_argument("checkpoint", nargs="?", default=None, help="dense checkpoint (default: the shipped default model)")
     p.add_argument("--backend", default="reference", help="executor of the sweeps (only 'reference')")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (new, empty, or a previous "
+                   "bdh-study report replaced with --force)")
+    p.add_argument("--force", action="store_true", help="replace the previous report in --out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="CI-sized run (< 1 minute; numbers are not meaningful)")
     p.add_argument("--concepts", default=None, metavar="FILE",
                    help="one concept per line (backslash escapes such as \\n allowed); default: speaker names, "
                         "'the' and ':\\n'")
     p.add_argument("--text", default=None, help="study text (default: the shipped held-out sample)")
-    p.add_argument("--token-ms", type=float, default=100.0, help="presentation time of one character in ms (default 100)")
-    p.add_argument("--dt-ms", type=float, default=1.0, help="simulation step in ms (default 1, as the brian2 clock)")
+    p.add_argument("--token-ms", type=positive_float, default=100.0, help="presentation time of one character in ms (default 100)")
+    p.add_argument("--dt-ms", type=positive_float, default=1.0, help="simulation step in ms (default 1, as the brian2 clock)")
     p.add_argument("--taus-ms", type=_float_list, default=None, metavar="T1,T2,...",
                    help="decay time constants in ms (default 300,1000,3000)")
     p.add_argument("--rates", type=_float_list, default=None, metavar="R1,R2,...",
@@ -51,7 +55,7 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=positive_int, default=None, help="bytes for experiments 1 and 3 (default 4096)")
     p.add_argument("--sweep-tokens", type=positive_int, default=None, help="bytes for experiment 2 (default 4096)")
     p.add_argument("--shifts", type=positive_int, default=None, help="circular shifts in the null (default 19; one more is the decoy)")
-    p.add_argument("--fdr", type=float, default=0.05)
+    p.add_argument("--fdr", type=number_type(0.0, 1.0, True, True), default=0.05)
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--n-layer", type=positive_int, default=None)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
@@ -64,16 +68,40 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--gaps", type=_int_list0, default=None, metavar="G1,...",
                    help="recall: filler gaps (default 0,8,16,32,64; --quick 0,16)")
     p.add_argument("--episodes", type=positive_int, default=None, help="recall: episodes per cell (default 64; --quick 24)")
-    p.add_argument("--bio-tokens", type=int, default=None,
+    p.add_argument("--bio-tokens", type=nonneg_int, default=None,
                    help="bytes of the window run in the brian2 biophysical network (3 plasticity conditions) when "
                         "brian2 is installed (default 32; --quick: 0; 0 skips it)")
     return p
+
+
+STUDY_FILES = ("report.md", "results.json")
+
+
+def check_study_paths(args) -> None:
+    """Inputs exist; --out is new, empty, or a previous report (replaced whole with --force)."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    check_input_file(args.checkpoint, "checkpoint")
+    check_input_file(args.text, "--text")
+    check_input_file(args.concepts, "--concepts")
+    check_output_dir(args.out, "--out")
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / name).is_file() for name in STUDY_FILES):
+            raise ConfigError(f"--out {out} holds files that are not a bdh-study report; it is replaced whole: "
+                              "choose a new or empty directory")
+        if not args.force:
+            raise ConfigError(f"--out {out} holds a previous report: pass --force to replace it")
 
 
 @entry_point
 def main(argv=None):
     args = study_parser().parse_args(argv)
     from ..errors import ConfigError
+
+    check_study_paths(args)
     from ..study import StudySettings, run_study, summary_lines
 
     if args.backend != "reference":

@@ -27,10 +27,35 @@ def _calibration_ids(calibration) -> tuple[torch.Tensor, str]:
         path = shipped_text_path("calibration")
         return to_ids(read_bytes(path, what="calibration text")), f"shipped:{path.name}"
     if isinstance(calibration, torch.Tensor):
-        return calibration.reshape(-1).to(torch.int64).cpu(), "tensor"
+        return _calibration_tensor(calibration), "tensor"
     if isinstance(calibration, (bytes, bytearray, str, np.ndarray)):
         return to_ids(calibration), "bytes"
     return to_ids(read_bytes(calibration, what="calibration text")), str(calibration)
+
+
+def _check_numbers(quantile, v_init, seq_len, seed, design_T, design_max_spikes) -> None:
+    """convert()'s numeric arguments: types first (a string or bool is refused, not compared),
+    then ranges; the same one-line ConfigError as the CLI."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    for name, value in (("quantile", quantile), ("v_init", v_init)):
+        if not (is_int(value) or isinstance(value, (float, np.floating))) or not np.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    for name, value, low in (("seq_len", seq_len, 2), ("design_T", design_T, 1),
+                             ("design_max_spikes", design_max_spikes, 1), ("seed", seed, 0)):
+        if not is_int(value) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _calibration_tensor(calibration: torch.Tensor) -> torch.Tensor:
+    """Calibration given as token ids: integers (floats refused, not truncated) in [0, 256)."""
+    if calibration.is_floating_point() or calibration.is_complex() or calibration.dtype == torch.bool:
+        raise ConfigError(f"calibration ids must be integers, got {str(calibration.dtype).replace('torch.', '')}")
+    ids = calibration.reshape(-1).to(torch.int64).cpu()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > 255):
+        raise ConfigError("calibration ids must be bytes in [0, 256)")
+    return ids
 
 
 def convert(model, gating: str = "product", calibration=None, granularity: str = "neuron",
@@ -52,6 +77,8 @@ def convert(model, gating: str = "product", calibration=None, granularity: str =
     granularity: 'neuron' (silent neurons fall back to their head's value), 'head' or
     'population'. v_init: initial membrane potential / threshold.
     """
+    _check_numbers(quantile=quantile, v_init=v_init, seq_len=seq_len, seed=seed, design_T=design_T,
+                   design_max_spikes=design_max_spikes)
     if gating not in GATINGS:
         raise ConfigError(f"unknown gating {gating!r}: use one of {', '.join(GATINGS)}")
     if granularity not in GRANULARITIES:

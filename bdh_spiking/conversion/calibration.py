@@ -13,7 +13,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import bar as tqdm
 
 from ..errors import ConfigError, TextError
 

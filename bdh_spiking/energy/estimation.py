@@ -25,9 +25,9 @@ def estimate(model, net, token_ids, backends=("reference",), profiles="all", tim
     from ..backends import parse_backends
     from ..distributed import simulate_sharded, world_size
 
-    ids = torch.as_tensor(token_ids, dtype=torch.int64)
-    if ids.dim() == 1:
-        ids = ids[None]
+    from ..backends.registry import normalize_ids
+
+    ids = normalize_ids(token_ids, net.dims.V)  # float ids refused, not truncated
     backends = parse_backends(backends)
     profs = parse_profiles(profiles)
     fallback = fallback_profile()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
 import torch
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_savefig, atomic_write_text, json_text
 from .pricing import BREAK_EVEN
 
 def _steps(meta) -> str:
@@ -41,7 +40,7 @@ class EnergyReport:
         return {"meta": self.meta, "rows": self.rows}
 
     def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=1, default=_jsonable)
+        text = json_text(self.to_dict(), default=_jsonable)
         if path is not None:
             atomic_write_text(path, text + "\n")
         return text
@@ -147,7 +146,7 @@ class EnergyReport:
         ax.grid(axis="x", alpha=0.3, which="both")
         fig.tight_layout()
         path = out_dir / "energy_per_token.png"
-        fig.savefig(path, dpi=120)
+        atomic_savefig(fig, path, dpi=120)
         plt.close(fig)
         return [path]
 

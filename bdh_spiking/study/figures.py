@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_savefig
 from .rates import CORTEX_BAND_HZ, Raster
 
 
@@ -24,7 +25,7 @@ class _Figures:
 
     def save(self, fig, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(self.out / name, dpi=110)
+        atomic_savefig(fig, self.out / name, dpi=110)
         self.plt.close(fig)
         self.files.append(name)
 
@@ -82,7 +83,9 @@ def _memory_curves(figs: _Figures, results: dict) -> None:
                 label=f"{1000 / token_ms:g} char/s ({token_ms:g} ms)")
     ax.axhline(intact, color="k", ls="--", label="intact")
     ax.axhline(0, color="grey", lw=0.8, label="frozen from start (0 by definition)")
-    ax.set_xscale("log")
+    taus = [r["tau_ms"] for r in rows]
+    if len(set(taus)) > 1 and min(taus) > 0:  # a log axis needs positive values and a range
+        ax.set_xscale("log")
     ax.set_xlabel("decay time constant tau [ms]")
     ax.set_ylabel("context benefit [nats/byte]")
     ax.legend(fontsize=7)

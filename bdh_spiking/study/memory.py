@@ -8,7 +8,7 @@ import re
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import bar as tqdm
 
 from .statistics import bootstrap_indices
 

@@ -3,7 +3,6 @@ the summary lines bdh-study prints."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -260,7 +259,7 @@ def _jsonable(obj):
 
 def write_results(out: Path, results: dict) -> None:
     """results.json and report.md (rendered from the same results) into out."""
-    from ..fileio import atomic_write_text
+    from ..fileio import atomic_write_text, json_text
 
-    atomic_write_text(out / "results.json", json.dumps(_jsonable(results), indent=1, allow_nan=True))
+    atomic_write_text(out / "results.json", json_text(_jsonable(results)))
     atomic_write_text(out / "report.md", render_report(results))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import platform
 import time
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from .. import __version__
+from ..fileio import atomic_dir
 from .activity import dense_activity, spiking_activity
 from .biophysical import biophysical_runs, biophysical_status, experiment_parts
 from .concepts import StudyInputs, load_inputs
@@ -114,9 +113,8 @@ def run_study(settings: StudySettings, log: Log = print) -> dict:
     results["experiment3"]["raster_count_check_max_diff"] = raster.count_check_max_diff
     results["meta"]["wall_s"] = time.perf_counter() - started
 
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results["figures"] = write_figures(out, results, traj, inputs.labels, inputs.concepts, rates, raster, ids, settings,
-                                       inputs.seq_len, bio=bio)
-    write_results(out, results)
+    with atomic_dir(settings.out) as out:  # the old report, or the complete new one, never a mix
+        results["figures"] = write_figures(out, results, traj, inputs.labels, inputs.concepts, rates, raster, ids,
+                                           settings, inputs.seq_len, bio=bio)
+        write_results(out, results)
     return results

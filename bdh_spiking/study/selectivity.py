@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import bar as tqdm
 
 from ..semantics import oscillator_cos_sin, oscillator_payload
 from .activity import Activity

@@ -114,6 +114,6 @@ def run_scheduled(objects: list, clock, n_steps: int, on_step, name: str) -> Non
 def progress_bar(enabled: bool, total: int, desc: str):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from ...progress import bar as tqdm
 
     return tqdm(total=total, desc=desc, leave=False)

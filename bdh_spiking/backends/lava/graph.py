@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import NetworkFormatError
-from ...fileio import atomic_write_text
+from ...errors import ConfigError, NetworkFormatError
+from ...fileio import atomic_dir, atomic_write_text
 from ...semantics import EVENT_KEYS, Plasticity, SimSettings
 from ...semantics.fixed_point import SAT_KEYS
 from ...semantics.quantize import ensure_quantized
@@ -70,7 +70,7 @@ def run_graph(procs, spec, n_tokens: int, cfg, desc: str, progress: bool) -> Non
     """Runs the built process graph for n tokens (one run call, or one per 64 tokens with a
     progress bar) and stops it; a failure to stop never masks the run's own error."""
     from lava.magma.core.run_conditions import RunSteps
-    from tqdm.auto import tqdm
+    from ...progress import bar as tqdm
 
     steps = total_steps(spec, n_tokens)
     chunk = steps if not progress else spec["schedule"]["period_steps_per_token"] * 64
@@ -171,11 +171,24 @@ def save_process_graph(net, directory, settings: SimSettings | None = None,
         net, _ = ensure_quantized(net)
     spec = make_spec(net, settings, plasticity)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    net.save(directory / NETWORK_FILE)
-    path = directory / GRAPH_FILE
-    atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
-    return path
+    check_graph_dir(directory)
+    with atomic_dir(directory) as tmp:  # both files appear together, or the old pair stays
+        net.save(tmp / NETWORK_FILE)
+        atomic_write_text(tmp / GRAPH_FILE, json.dumps(spec, indent=1, allow_nan=False) + "\n")
+    return directory / GRAPH_FILE
+
+
+def check_graph_dir(directory) -> None:
+    """A process graph directory is written whole: refuses a file there, or a directory holding
+    anything but a previous graph (which it replaces)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} is a file, not a directory for the Lava process graph")
+    other = sorted(p.name for p in directory.iterdir() if p.name not in (NETWORK_FILE, GRAPH_FILE)) \
+        if directory.is_dir() else []
+    if other:
+        raise ConfigError(f"{directory} holds files other than a Lava process graph ({', '.join(other[:3])}); "
+                          "choose a new or empty directory")
 
 
 def load_process_graph(directory):
