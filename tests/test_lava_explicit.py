@@ -110,3 +110,22 @@ def test_bad_lava_graph_is_refused_before_any_work(model_factory):
     net = tiny_net(model_factory, "gain", n_layer=1)
     with pytest.raises(ConfigError, match="lava_graph"):
         bs.simulate(net, [1, 2], backend="lava", lava_graph="blob")
+
+
+def test_hardware_fit_reads_the_explicit_graph(model_factory):
+    from bdh_spiking.backends.lava.explicit_spec import make_explicit_spec
+    from bdh_spiking.hardware_fit import fit_lava_graph
+
+    net = tiny_net(model_factory, "gain")
+    spec = make_explicit_spec(net, SimSettings(timesteps=2, coding="rate"))
+    rep = fit_lava_graph(spec, "loihi2")
+    rows = {r["name"]: r for r in rep["processes"]}
+    d = net.dims
+    assert rows["x0"]["neurons"] == d.H * d.N and rows["x0"]["cores"] >= 1
+    assert rows["E0"]["synapses"] == d.H * d.N * d.D and rows["E0"]["fan_in"] == d.D
+    assert rows["plastic1"]["synapses"] == d.H * d.D * d.N
+    assert rep["cores"] == sum(r["cores"] for r in rep["processes"]) and rep["chips"] >= 1
+    ours = {p["name"] for p in spec["processes"] if p["origin"] != "lava"}
+    assert set(rep["no_loihi2_model"]) == ours and "x0" in ours and "E0" not in ours
+    with pytest.raises(ValueError):
+        fit_lava_graph(lava_backend.make_spec(net, SimSettings()), "loihi2")
