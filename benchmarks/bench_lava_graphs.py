@@ -3,7 +3,7 @@
     python benchmarks/bench_lava_graphs.py [--tokens 4] [--T 4] [--mode discrete|fixed-point]
 
 Each graph is timed end to end (build, fork one OS process per Lava Process, run, read back) and
-the counts of both are compared with the reference executor. The machine is printed with the table.
+the counts of both are compared (single-threaded torch) with the reference executor. The machine is printed with the table.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def main():
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--mode", default="discrete")
     args = p.parse_args()
+    # Lava forks one OS process per Process: forking after torch's OpenMP pool has started (a multi-threaded
+    # reference run) deadlocks the children's first torch call, so everything here runs single-threaded.
+    torch.set_num_threads(1)
     net = bs.convert(bs.load_model(), gating="gain", calibration=(DATA / "calibration.txt").read_bytes()[:1024])
     ids = torch.tensor([list((DATA / "heldout.txt").read_bytes()[:args.tokens])])
     kw = dict(timesteps=args.T, coding="rate", mode=args.mode, record=("counts", "margins"))
