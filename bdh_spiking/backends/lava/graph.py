@@ -68,6 +68,8 @@ def run_graph(procs, spec, n_tokens: int, cfg, desc: str, progress: bool) -> Non
     chunk = steps if not progress else spec["schedule"]["period_steps_per_token"] * 64
     sink = procs["sink"]
     finished = False
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the forked processes must not inherit a started OpenMP pool's thread count
     try:
         with _one_blas_thread(), tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False) as bar:
             done = 0
@@ -78,6 +80,7 @@ def run_graph(procs, spec, n_tokens: int, cfg, desc: str, progress: bool) -> Non
                 bar.update(k)
         finished = True
     finally:
+        torch.set_num_threads(threads)
         try:
             sink.stop()
         except Exception:  # noqa: BLE001 - never mask the run's own error
