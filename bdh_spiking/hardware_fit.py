@@ -38,7 +38,7 @@ import math
 
 from .profiles import Profile, load_all, load_profile
 
-__all__ = ["fit", "fit_all", "table", "parse_fit_profiles"]
+__all__ = ["fit", "fit_all", "table", "parse_fit_profiles", "fit_lava_graph"]
 
 LIMITS = ("cores_per_chip", "neurons_per_core", "synaptic_memory_bytes_per_core", "memory_bytes_per_core",
           "synapses_per_core", "input_axons_per_core", "weight_bits", "graded_spike_payload_bits",
@@ -224,3 +224,39 @@ def _dedupe(problems: list[str]) -> list[str]:
         key = re.sub(r"^layer\*\.head\d+\.", "layer*.head*.", key)
         groups[key] = groups.get(key, 0) + 1
     return [k if c == 1 else f"{k} [x{c}]" for k, c in groups.items()]
+
+
+# -- the explicit Lava graph (backends/lava/explicit_spec.py) --------------------------------
+def fit_lava_graph(spec: dict, profile) -> dict:
+    """Cores and chips of the explicit Lava graph's processes (one sequence), from each process's
+    neurons, synapses and fan-in under the profile's limits (the placement model above: a
+    process on cores of its own; synapses cost their width in bits), and which processes have no
+    Loihi 2 model in open-source Lava (ours: they would need neuron microcode), by name."""
+    if spec.get("graph") != "explicit":
+        raise ValueError("fit_lava_graph reads the explicit graph's description (lava_graph='explicit')")
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    q = (spec.get("quantization") or {}).get("params", {})
+    bits = {"static": q.get("weight_bits", 8), "plastic": q.get("plastic_bits", 32)}
+    cap = {name: _cap(prof, name) for name in LIMITS}
+    rows, problems = [], []
+    for p in spec["processes"]:
+        neurons, synapses, fan_in = p.get("neurons", 0), p.get("synapses", 0), p.get("fan_in", 0)
+        width = bits["plastic"] if p["class"].endswith("PlasticSynapses") else bits["static"]
+        cores = 0
+        if neurons and cap["neurons_per_core"]:
+            cores = math.ceil(neurons / cap["neurons_per_core"])
+        memory = cap["synaptic_memory_bytes_per_core"] or cap["memory_bytes_per_core"]
+        if synapses and memory:
+            cores = max(cores, math.ceil(synapses * width / 8 / memory))
+        if synapses and cap["synapses_per_core"]:
+            cores = max(cores, math.ceil(synapses / cap["synapses_per_core"]))
+        if fan_in and cap["input_axons_per_core"] and fan_in > cap["input_axons_per_core"]:
+            problems.append(f"{p['name']}: fan-in {fan_in} > {cap['input_axons_per_core']} input axons per core")
+        rows.append({"name": p["name"], "class": p["class"], "neurons": neurons, "synapses": synapses,
+                     "fan_in": fan_in, "cores": cores, "lava_model_on_loihi2": p["origin"] == "lava"})
+    totals = {k: sum(r[k] for r in rows) for k in ("neurons", "synapses", "cores")}
+    chips = [math.ceil(totals[k] / cap[c]) for k, c in (("cores", "cores_per_chip"), ("neurons", "neurons_per_chip"),
+                                                        ("synapses", "synapses_per_chip")) if cap[c]]
+    return {"profile": prof.key or prof.name, "processes": rows, **totals, "chips": max(chips) if chips else None,
+            "problems": problems, "not_checked": [n for n in LIMITS if cap[n] is None],
+            "no_loihi2_model": [r["name"] for r in rows if not r["lava_model_on_loihi2"]]}

@@ -61,7 +61,7 @@ CONTRACTS = {
                       ("cpu", "cuda"), FLOATS, {"discrete": ("chunk", "stepwise", "event_driven")},
                       default_dtypes={"cuda": torch.float32}),
     "lava": Contract("bdh_spiking.backends.lava", "lava", "lava", ("discrete", "fixed-point"), ("cpu",), F64,
-                     {"discrete": ("save_lava_dir",), "fixed-point": ("save_lava_dir",)}),
+                     {"discrete": ("save_lava_dir", "lava_graph"), "fixed-point": ("save_lava_dir", "lava_graph")}),
     "brian2": Contract("bdh_spiking.backends.brian2", "brian2", "brian2", ("discrete", "biophysical"), ("cpu",), F64,
                        {"discrete": ("target", "cache_dir"),
                         "biophysical": ("target", "cache_dir") + BRIAN2_BIO_OPTIONS},
@@ -156,6 +156,8 @@ def normalize_options(name: str, mode: str, options: dict) -> dict:
     out = dict(options)
     if "chunk" in out:
         out["chunk"] = check_chunk(out["chunk"])
+    if "lava_graph" in out and out["lava_graph"] not in ("fused", "explicit"):
+        raise ConfigError(f"option lava_graph must be 'fused' or 'explicit', got {out['lava_graph']!r}")
     for flag in ("stepwise", "event_driven"):
         if flag in out and not isinstance(out[flag], bool):
             raise ConfigError(f"option {flag} must be True or False, got {out[flag]!r}")

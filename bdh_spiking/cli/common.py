@@ -238,11 +238,14 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--brian2-target", choices=["auto", "cython", "numpy"], default="auto",
                    help="Brian2 code generation: auto (default) = cython when a C compiler works, else numpy "
                         "with a warning; compiled code is cached in ~/.cache/bdh-spiking/brian2")
+    p.add_argument("--lava-graph", choices=["fused", "explicit"], default="fused",
+                   help="Lava process graph: fused (default; one process per layer, fast) or explicit (one process "
+                        "per population and projection, Lava's Dense for the static projections; slow)")
 
 
 def backend_options(args) -> dict:
     """Per-backend options from the shared flags."""
-    return {"brian2": {"target": args.brian2_target}}
+    return {"brian2": {"target": args.brian2_target}, "lava": {"lava_graph": getattr(args, "lava_graph", "fused")}}
 
 
 def simulation_args(args, timesteps=None):

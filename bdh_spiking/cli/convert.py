@@ -136,7 +136,8 @@ def write_extras(args, model, net, ids, report, backends, last_T, device, dtype,
 
         lava = load_backend("lava")
         lava.save_process_graph(net, args.save_lava, SimSettings(timesteps=last_T, coding=args.coding,
-                                                                 max_spikes=args.max_spikes, mode=args.mode))
+                                                                 max_spikes=args.max_spikes, mode=args.mode),
+                                lava_graph=args.lava_graph)
         log(f"wrote the Lava process graph to {args.save_lava} (rebuild: "
             "bdh_spiking.backends.lava.simulate_saved(DIR, ids))")
     if report.meta.get("pairwise"):  # more than one backend ran

@@ -13,7 +13,11 @@ save, rebuild). Process graph (docs/backends.md, section "Lava backend"):
     RingBuffer source --> Dense(embed) --> BDHLayer 0 --> ... --> BDHLayer L-1 --> Dense(lm_head) --> LogitSink
        (Lava's)           (Lava's)          (ours)                  (ours)          (Lava's)          (ours)
 
-Public: ``simulate`` (the backend entry point), ``save_process_graph`` / ``load_process_graph``
+``lava_graph='explicit'`` builds instead one process per population and per projection (explicit_*
+modules; docs/backends.md, "Explicit graph"): Lava's Dense for the static projections, processes of
+ours for the IF populations, plastic synapses, LayerNorms, gates and residuals.
+
+Public: ``simulate`` (the backend entry point, ``api``), ``save_process_graph`` / ``load_process_graph``
 and ``simulate_saved`` (rebuild the graph from a directory, without the checkpoint).
 """
 
@@ -52,9 +56,9 @@ except ImportError as exc:  # the package is there (the registry checked) but do
     raise BackendUnavailable(f"the Lava backend could not import lava ({exc}): "
                              "pip install 'bdh-spiking[lava]' (lava-nc 0.10, Python 3.10)") from None
 
-from .graph import (GRAPH_FILE, load_process_graph, run_spec, save_process_graph, simulate,  # noqa: E402
-                    simulate_saved)
+from .api import (GRAPH_FILE, LAVA_GRAPHS, load_process_graph, run_spec, save_process_graph, simulate,  # noqa: E402
+                  simulate_saved)
 from .spec import NETWORK_FILE, make_spec  # noqa: E402
 
-__all__ = ["simulate", "save_process_graph", "load_process_graph", "simulate_saved", "make_spec", "run_spec",
+__all__ = ["LAVA_GRAPHS", "simulate", "save_process_graph", "load_process_graph", "simulate_saved", "make_spec", "run_spec",
            "GRAPH_FILE", "NETWORK_FILE"]

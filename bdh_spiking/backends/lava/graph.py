@@ -1,31 +1,23 @@
-"""Running a Lava process graph (build, run, read back: one path for both modes), the backend's
-entry point ``simulate``, and saving / rebuilding a graph from a directory."""
+"""Running the fused Lava process graph (build, run, read back: one path for both modes) and the
+helpers the explicit graph shares (``run_graph``, ``logits_per_token``). The backend's entry point,
+saving and rebuilding are in api.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...errors import ConfigError, NetworkFormatError
-from ...fileio import atomic_dir, atomic_write_text
-from ...semantics import EVENT_KEYS, Plasticity, SimSettings
+from ...semantics import EVENT_KEYS, SimSettings
 from ...semantics.fixed_point import SAT_KEYS
-from ...semantics.quantize import ensure_quantized
 from ..base import SimulationResult, make_result
-from ..registry import RECORDABLE, normalize_ids, normalize_record
 from .build import build, run_cfg
 from .processes import record_shapes
-from .spec import GRAPH_FORMAT, GRAPH_VERSION, NETWORK_FILE, lowering, make_spec, total_steps
-
-GRAPH_FILE = "lava_graph.json"
-
+from .spec import lowering, total_steps
 
 # -- build, run, read back ----------------------------------------------------------------
 def execute(net, spec: dict, ids: torch.Tensor, record: tuple, progress: bool):
@@ -76,6 +68,8 @@ def run_graph(procs, spec, n_tokens: int, cfg, desc: str, progress: bool) -> Non
     chunk = steps if not progress else spec["schedule"]["period_steps_per_token"] * 64
     sink = procs["sink"]
     finished = False
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the forked processes must not inherit a started OpenMP pool's thread count
     try:
         with _one_blas_thread(), tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False) as bar:
             done = 0
@@ -86,6 +80,7 @@ def run_graph(procs, spec, n_tokens: int, cfg, desc: str, progress: bool) -> Non
                 bar.update(k)
         finished = True
     finally:
+        torch.set_num_threads(threads)
         try:
             sink.stop()
         except Exception:  # noqa: BLE001 - never mask the run's own error
@@ -146,78 +141,3 @@ def run_spec(net, spec: dict, ids: torch.Tensor, record=(), progress: bool = Fal
         result.events["saturations"] = totals
         result.events["saturations_total"] = sum(totals.values())
     return result
-
-
-# -- the backend entry point ----------------------------------------------------------------
-def simulate(net, ids, settings, device="cpu", record=(), plasticity=None, dtype=torch.float64,
-             progress=False, save_lava_dir=None):
-    """The backend entry point (called by ``backends.simulate``, which has checked every input and
-    quantized a float network for mode 'fixed-point'): the graph of ``settings.mode``, run on
-    Lava's CPU simulator; ``save_lava_dir`` also writes it to a directory (``save_process_graph``)."""
-    spec = make_spec(net, settings, plasticity)
-    if save_lava_dir:
-        save_process_graph(net, save_lava_dir, settings, plasticity)
-    return run_spec(net, spec, ids, record=record, progress=progress)
-
-
-# -- saving and rebuilding -----------------------------------------------------------------
-def save_process_graph(net, directory, settings: SimSettings | None = None,
-                       plasticity: Plasticity | None = None) -> Path:
-    """Writes ``network.bdhsnn`` (the network, no checkpoint needed) and ``lava_graph.json``
-    (processes, ports, connections, schedule, settings) into ``directory``; returns the JSON path.
-    For mode 'fixed-point' the saved network carries its integer tables (quantized here if need be)."""
-    settings = (settings or SimSettings()).validate()
-    if lowering(settings.mode).integer:
-        net, _ = ensure_quantized(net)
-    spec = make_spec(net, settings, plasticity)
-    directory = Path(directory)
-    check_graph_dir(directory)
-    with atomic_dir(directory) as tmp:  # both files appear together, or the old pair stays
-        net.save(tmp / NETWORK_FILE)
-        atomic_write_text(tmp / GRAPH_FILE, json.dumps(spec, indent=1, allow_nan=False) + "\n")
-    return directory / GRAPH_FILE
-
-
-def check_graph_dir(directory) -> None:
-    """A process graph directory is written whole: refuses a file there, or a directory holding
-    anything but a previous graph (which it replaces)."""
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"{directory} is a file, not a directory for the Lava process graph")
-    other = sorted(p.name for p in directory.iterdir() if p.name not in (NETWORK_FILE, GRAPH_FILE)) \
-        if directory.is_dir() else []
-    if other:
-        raise ConfigError(f"{directory} holds files other than a Lava process graph ({', '.join(other[:3])}); "
-                          "choose a new or empty directory")
-
-
-def load_process_graph(directory):
-    """(net, spec) from a directory written by ``save_process_graph``."""
-    from ...network import SpikingNetwork
-
-    directory = Path(directory)
-    path = directory / GRAPH_FILE
-    if not path.is_file():
-        raise NetworkFormatError(f"no Lava process graph in {directory} (missing {GRAPH_FILE})")
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise NetworkFormatError(f"corrupt Lava process graph {path}: {exc}") from None
-    if spec.get("format") != GRAPH_FORMAT:
-        raise NetworkFormatError(f"{path} is not a bdh-spiking Lava process graph")
-    if not isinstance(spec.get("format_version"), int) or spec["format_version"] > GRAPH_VERSION:
-        raise NetworkFormatError(f"{path} has Lava graph format version {spec.get('format_version')}, newer "
-                                 f"than this bdh-spiking reads ({GRAPH_VERSION})")
-    net = SpikingNetwork.load(directory / spec.get("network", NETWORK_FILE))
-    if net.dims.as_dict() != spec["dims"] or net.gating != spec["gating"]:
-        raise NetworkFormatError(f"{path} does not describe the network stored beside it")
-    return net, spec
-
-
-def simulate_saved(directory, ids, record=(), progress: bool = False) -> SimulationResult:
-    """Rebuilds the saved process graph and runs it on token ids (T,) or (B, T)."""
-    net, spec = load_process_graph(directory)
-    ids = normalize_ids(ids, net.dims.V)
-    record = normalize_record(record, RECORDABLE)
-    how = "saved quantized network" if lowering(spec["settings"]["mode"]).integer else None
-    return run_spec(net, spec, ids, record=record, progress=progress, how=how)
