@@ -88,3 +88,34 @@ def plot_sweep(name: str, values, runs, path) -> Path:
     atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_ladder(rows: list, path) -> Path:
+    """Fidelity (top-1, dCE) and rates (median rate, fraction active, clipped fraction) against rung."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [r["rung"] for r in rows]
+    xs = list(range(len(rows)))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    axes[0].plot(xs, [100 * r["top1_agreement"] for r in rows], "o-", label="top-1 agreement %")
+    axes[0].plot(xs, [100 * r["ce_rel_diff"] for r in rows], "s-", label="dCE % vs dense")
+    axes[0].axhline(0, color="grey", lw=0.5)
+    axes[0].set_title("fidelity against the dense model", fontsize=9)
+    axes[1].plot(xs, [r["rate_hz_median"] for r in rows], "o-")
+    axes[1].set_title("median rate of active neurons [Hz]", fontsize=9)
+    axes[2].plot(xs, [r["fraction_active"] for r in rows], "o-", label="fraction active")
+    axes[2].plot(xs, [r["clipped_fraction"] for r in rows], "s-", label="clipped fraction")
+    axes[2].axhline(0.02, color="red", lw=0.7, ls="--", label="clip limit 0.02")
+    for ax in axes:
+        ax.set_xticks(xs, names, rotation=20, fontsize=8)
+    axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .backends.brian2.params import load_params
+from .backends.brian2.params import ALIASES, PARAMS, load_params
 from .backends.registry import BIO_RECORDABLE
 from .errors import ConfigError
 
@@ -53,7 +53,7 @@ def check_biophysical(args, backends) -> None:
 
 
 def _params(options: dict) -> dict:
-    return load_params(options.get("params_file"), **{k: x for k, x in options.items() if k != "params_file"})
+    return load_params(options.get("params_file"), **{k: x for k, x in options.items() if k in PARAMS or k in ALIASES})
 
 
 def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtype, text_name, log) -> int:
@@ -66,6 +66,15 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
     target = getattr(args, "brian2_target", "auto")
     if args.bio_params:
         base["params_file"] = args.bio_params
+    ladder = getattr(args, "ladder", None)
+    if ladder:
+        from .semantics.ladder import parse_ladder
+
+        run_ladder(args, model, net, ids, parse_ladder(ladder), dict(base, target=target), timesteps, device, dtype,
+                   text_name, log)
+        if record:
+            _monitor_run(args, net, ids, timesteps, target, base, record, log)
+        return 0
     sweep = parse_sweep(args.sweep) if args.sweep else None
     values = sweep[2] if sweep else [None]
     runs = [dict(base, **({sweep[0]: v} if sweep else {})) for v in values]
@@ -91,6 +100,33 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
     if record:
         _monitor_run(args, net, ids, timesteps, target, base, record, log)
     return 0
+
+
+def run_ladder(args, model, net, ids, rungs: tuple, opts: dict, timesteps, device, dtype, text_name, log):
+    """--ladder: one report per rung on the same text, printed as one table; --json, --plots."""
+    from .biophysical_figures import plot_ladder
+    from .ladder_report import ladder_report, ladder_table
+    from .report import compare
+
+    _params(opts)
+    reports = []
+    for rung in rungs:
+        log(f"ladder rung {rung}")
+        report = compare(model, net, ids, backends=["brian2"], timesteps=timesteps, codings=[args.coding],
+                         include_graded=False, mode="biophysical", max_spikes=args.max_spikes, device=device,
+                         dtype=dtype, text_name=text_name, seed=args.seed, progress=True, log=log,
+                         backend_options={"brian2": dict(opts, ladder=rung)})
+        for run in report.runs:
+            run.update(biophysical=_params(opts), coding="lif", timesteps=None)
+        reports.append(report)
+    report = ladder_report(reports, rungs)
+    print(ladder_table(report))
+    if args.json:
+        report.to_json(args.json)
+        log(f"wrote {args.json}")
+    if args.plots:
+        log(f"wrote {plot_ladder(report.runs, Path(args.plots) / 'ladder.png')}")
+    return report
 
 
 def _write_outputs(args, sweep, values, reports, log) -> None:

@@ -270,6 +270,10 @@ def baseline_mode(mode: str) -> str:
     return "discrete" if mode == "biophysical" else mode
 
 
+BIO_ROW_KEYS = ("rung", "ladder", "clipped_fraction", "clipped_fraction_x", "clipped_fraction_y", "rate_hz_median",
+                "fraction_active", "bio_s_per_wall_s", "simulated_ms")
+
+
 def describe_run(dense, result, net, ids, backend, mode, coding, T, max_spikes, device, run_device) -> dict:
     """One row of the report: settings, fidelity against the dense model, firing, saturations."""
     run = {"backend": backend, "mode": mode, "coding": coding, "gating": net.gating, "timesteps": T,
@@ -281,6 +285,9 @@ def describe_run(dense, result, net, ids, backend, mode, coding, T, max_spikes, 
     run.update(fidelity(dense, result, ids))
     run.update(firing(result, net))
     run.update(clipping(dense, net, coding, max_spikes))
+    for key in BIO_ROW_KEYS:  # mode biophysical: the fidelity ladder's own measures
+        if key in result.settings:
+            run[key] = result.settings[key]
     if "saturations" in result.events:  # mode 'fixed-point': every clamp, counted per kind
         run["saturations"] = dict(result.events["saturations"])
         run["saturations_total"] = result.events["saturations_total"]

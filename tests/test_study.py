@@ -199,7 +199,8 @@ def test_biophysical_runs_on_a_tiny_network(model_factory):
 
     model = model_factory(seed=5, n_layer=1, n_embd=16, mlp_internal_dim_multiplier=4)
     rng = np.random.default_rng(0)
-    net = convert(model, calibration=bytes(rng.integers(97, 123, size=256).astype(np.uint8)))
+    # the biophysical window takes thresholds designed for one spike per step (issue 15)
+    net = convert(model, calibration=bytes(rng.integers(97, 123, size=256).astype(np.uint8)), design_max_spikes=1)
     # two passages of 16; the window closest to half concept bytes lies in the second
     text = b"zzzzzzzzzzzzzzzz" + b"a cat, the hat s"
     ids = torch.tensor(list(text)).view(2, 16)

@@ -18,12 +18,13 @@ import torch
 from ..device import resolve_device
 from ..errors import BackendUnavailable, ConfigError
 from ..semantics import Plasticity, SimSettings, check_chunk, is_int
+from ..semantics.ladder import parse_ladder
 
 RECORDABLE = ("counts", "margins", "decoded", "state")
 BIO_RECORDABLE = ("spikes", "v", "weights")
 BRIAN2_BIO_OPTIONS = ("params_file", "monitor_neurons", "monitor_dt_ms", "seed", "dt_ms", "token_ms", "schedule",
                       "tau_m_ms", "t_ref_ms", "max_rate_hz", "max_rate", "v_start", "noise", "tau_syn_ms", "rule",
-                      "tau_pre_ms", "tau_post_ms")
+                      "tau_pre_ms", "tau_post_ms", "ladder")
 F64 = (torch.float64,)
 FLOATS = (torch.float64, torch.float32)
 
@@ -158,6 +159,8 @@ def normalize_options(name: str, mode: str, options: dict) -> dict:
         out["chunk"] = check_chunk(out["chunk"])
     if "lava_graph" in out and out["lava_graph"] not in ("fused", "explicit"):
         raise ConfigError(f"option lava_graph must be 'fused' or 'explicit', got {out['lava_graph']!r}")
+    if out.get("ladder") is not None:  # the fidelity ladder's rungs (mode biophysical)
+        out["ladder"] = parse_ladder(out["ladder"])
     for flag in ("stepwise", "event_driven"):
         if flag in out and not isinstance(out[flag], bool):
             raise ConfigError(f"option {flag} must be True or False, got {out[flag]!r}")

@@ -49,13 +49,22 @@ def convert_parser() -> argparse.ArgumentParser:
                    help="run the report for each value of token-ms, max-rate or noise and plot fidelity vs it")
     b.add_argument("--record", metavar="spikes,v,weights", default=None,
                    help="monitors of chosen neurons/synapses; plotted into --plots")
+    b.add_argument("--ladder", metavar="RUNG[,RUNG..]|all", default=None,
+                   help="run each rung of the biological fidelity ladder (cumulative: rate-linearized, lif) and "
+                        "report them as one table (docs/spiking-semantics.md, 'The fidelity ladder')")
     return p
 
 
 def check_flags(args) -> None:
     """Flags that cannot do what they say in the chosen mode: refused before any work."""
     bio = args.mode == "biophysical"
+    if args.ladder:  # unknown rungs or rungs out of order: refused before any work
+        from ..semantics.ladder import parse_ladder
+
+        parse_ladder(args.ladder)
     refuse([
+        (args.ladder and not bio, "--ladder runs rungs of --mode biophysical (add --mode biophysical)"),
+        (args.ladder and args.sweep, "--ladder and --sweep cannot be combined: run one, then the other"),
         (bio and args.hardware_fit, "--hardware-fit places the discrete network on chip cores: not available "
                                     "with --mode biophysical"),
         (bio and args.save_lava, "--save-lava writes the Lava process graph of mode discrete or fixed-point: "

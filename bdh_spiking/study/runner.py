@@ -24,19 +24,25 @@ from .settings import Log, StudySettings
 def _model_and_network(settings: StudySettings, log: Log):
     """The dense model and its converted spiking network."""
     from ..checkpoint import load_checkpoint
-    from ..conversion import convert
-    from ..text import shipped_text_path
 
     model, info = load_checkpoint(settings.checkpoint, n_layer=settings.n_layer, log=log)
     log(f"model: {info['path']} ({info['format']}) config {info['config']}")
+    net = _convert(model, settings, settings.max_spikes)
+    log(f"converted in {net.provenance['conversion_seconds']:.1f} s")
+    return model, info, net
+
+
+def _convert(model, settings: StudySettings, design_max_spikes: int):
+    """The network of the study's settings, thresholds designed for design_max_spikes per step."""
+    from ..conversion import convert
+    from ..text import shipped_text_path
+
     calib = None
     if settings.calibration_bytes:
         calib = bytes(np.frombuffer(shipped_text_path("calibration").read_bytes(),
                                     dtype=np.uint8)[: settings.calibration_bytes])
-    net = convert(model, gating="product", calibration=calib, seed=settings.seed,
-                  design_max_spikes=settings.max_spikes, progress=True)
-    log(f"converted in {net.provenance['conversion_seconds']:.1f} s")
-    return model, info, net
+    return convert(model, gating="product", calibration=calib, seed=settings.seed,
+                   design_max_spikes=design_max_spikes, progress=True)
 
 
 def _meta(settings: StudySettings, inputs: StudyInputs, info: dict, net, ids) -> dict:
@@ -64,6 +70,14 @@ def _biophysical_window(bio_ok: bool, bio_msg: str, model, net, ids, inputs: Stu
         return None, {"not_run": bio_msg if not bio_ok else "--bio-tokens 0"}
     timed(f"brian2 biophysical runs ({settings.bio_tokens} bytes x 3 conditions)")
     try:
+        # a biophysical neuron fires at most one spike per step at its top rate: its own conversion,
+        # thresholds designed for one spike per step (issue 15: with max_spikes > 1 most currents clip)
+        if (net.calibration.get("design") or {}).get("max_spikes", 1) > 1:
+            from ..semantics import fold_weights
+
+            net = _convert(model, settings, 1)
+            w = fold_weights(net, torch.device("cpu"), torch.float64)
+            log("biophysical window: network converted with thresholds designed for one spike per step")
         return biophysical_runs(model, net, ids, inputs.labels, inputs.concepts, w, settings, inputs.seq_len, log), None
     except Exception as exc:  # noqa: BLE001  (a backend failure must not sink the study)
         return {"error": f"{type(exc).__name__}: {exc}"}, None

@@ -25,12 +25,14 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
+from ...semantics.ladder import DEFAULT_RUNG, top_rung
 from ...semantics import (Plasticity, SimSettings, accumulate_stats, event_counts, fold_weights, gate_current,
                           gate_output, layer_norm, new_stats, oscillator_cos_sin, oscillator_payload,
                           residual_from_sum)
 from ..base import RECORDABLE, Recorder, SimulationResult
 from .codegen import configure
 from .params import ALIASES, PARAMS, effective_window_ms, load_params, phase_steps
+from .rungs import network_spec
 from .topology import build_projections, free_previous_networks, live_array, live_views, progress_bar, run_scheduled
 
 X_VARS = ("v", "I", "z", "gate", "count", "win", "Isave", "tr", "Pint", "post", "Qint", "integ", "q", "qw", "qw2",
@@ -39,7 +41,7 @@ Y_VARS = ("v", "I", "z", "gate", "count", "win", "Isave", "g", "emit_now")
 LIF_MODEL = """
 dv/dt = (mu - v) / tau_m{noise} : 1 (unless refractory)
 dI/dt = (J - I) / tau_syn : 1
-mu = lif_drive(I, win, inv_rmax, neg_tref, tmax, inv_tau_m) : 1
+{drive}
 J = gate * z : 1
 z : 1
 gate : 1
@@ -118,6 +120,49 @@ def _namespace(par: dict) -> dict:
             "inv_tau_m": 1.0 / (par["tau_m_ms"] / 1000.0)}
 
 
+def check_design(net) -> None:
+    """The biophysical neurons represent one spike per step at most (a folded current of 1 is the
+    top rate): a network whose thresholds were designed for more would be clipped. Refused."""
+    design = (net.calibration or {}).get("design") or {}
+    k = design.get("max_spikes", 1)
+    if k is not None and k > 1:
+        raise ConfigError(f"mode biophysical needs thresholds designed for one spike per step; this network's "
+                          f"were designed for {k} (convert with design_max_spikes=1, as bdh-convert --mode "
+                          f"biophysical does)")
+
+
+class LadderMeasures:
+    """What every rung reports besides fidelity, accumulated at the close of each window: the
+    activation mass above the top current (clipped_fraction, x and y together and apart), and the
+    rates of the neurons (median over active neuron x window, and the share active)."""
+
+    def __init__(self, window_ms: dict, top_current: float):
+        self.window_s = {pop: w / 1000.0 for pop, w in window_ms.items()}
+        self.top = top_current
+        self.mass = {pop: [0.0, 0.0] for pop in ("x", "y")}  # above top, total (activation units)
+        self.rates, self.windows, self.active = [], 0, 0
+
+    def window(self, pop: str, current: np.ndarray, counts: np.ndarray, theta: np.ndarray) -> None:
+        pos = np.maximum(current, 0.0) * theta
+        self.mass[pop][0] += float((np.maximum(current - self.top, 0.0) * theta).sum())
+        self.mass[pop][1] += float(pos.sum())
+        on = counts > 0
+        self.windows += counts.size
+        self.active += int(on.sum())
+        self.rates.append((counts[on] / self.window_s[pop]).astype(np.float32))
+
+    def summary(self) -> dict:
+        above = sum(m[0] for m in self.mass.values())
+        total = sum(m[1] for m in self.mass.values())
+        rates = np.concatenate(self.rates) if self.rates else np.zeros(0, dtype=np.float32)
+        out = {"clipped_fraction": above / total if total > 0 else 0.0,
+               "rate_hz_median": float(np.median(rates)) if rates.size else 0.0,
+               "fraction_active": self.active / self.windows if self.windows else 0.0}
+        for pop, (a, t) in self.mass.items():
+            out[f"clipped_fraction_{pop}"] = a / t if t > 0 else 0.0
+        return out
+
+
 @dataclasses.dataclass
 class BioState:
     """What the graded stage carries between the steps of the run (per layer, and the current layer's)."""
@@ -144,7 +189,9 @@ class BiophysicalExecutor:
     name = "brian2"
 
     def __init__(self, net, settings: SimSettings, plasticity: Plasticity, record, progress, target, cache_dir,
-                 params: dict, monitor_neurons: int = 8, monitor_dt_ms: float = 0.5):
+                 params: dict, monitor_neurons: int = 8, monitor_dt_ms: float = 0.5, rung: str = DEFAULT_RUNG):
+        check_design(net)
+        self.spec = network_spec(rung, params)
         self.net, self.settings, self.plasticity = net, settings, plasticity
         self.keys = set(record)
         self.progress, self.target = progress, target
@@ -179,11 +226,12 @@ class BiophysicalExecutor:
         free_previous_networks()
         self.batch = batch
         self.clock = b2.Clock(dt=par["dt_ms"] * ms, name="bdh_bio_clock")
-        ns = _namespace(par)
+        ns = dict(_namespace(par), **self.spec.namespace)
         # mu: the drive for which the LIF rate is rmax * I (I in [0, 1], threshold units); 0 for I <= 0
         # and outside the population's window (an idle population relaxes to rest: most neurons are
         # idle at any time, and lif_drive skips the exp for them)
-        lif = LIF_MODEL.format(noise=" + sigma * sqrt(2 / tau_m) * xi" if par["noise"] > 0 else "")
+        lif = LIF_MODEL.format(noise=" + sigma * sqrt(2 / tau_m) * xi" if par["noise"] > 0 else "",
+                               drive=self.spec.drive)
         res = b2.NeuronGroup(L * batch * D, "x : 1\nm : 1\nfire : 1", events={"drive": "fire > 0"},
                              clock=self.clock, name="bdh_bio_res", namespace=ns)
         attn = b2.NeuronGroup(L * batch * H * D, "u : 1\nun : 1\nxw : 1\ndxw : 1\nfire : 1",
@@ -248,6 +296,8 @@ class BiophysicalExecutor:
 
     def close_window(self, pop: str, layer: int) -> torch.Tensor:
         pv = self.vars[pop]
+        self.measure.window(pop, pv["gate"][layer] * pv["z"][layer], pv["count"][layer],
+                            self.weights[f"theta_{pop}"][layer].numpy())
         pv["win"][layer] = 0.0
         pv["Isave"][layer] = pv["I"][layer]
         pv["z"][layer] = 0.0
@@ -261,11 +311,17 @@ class BiophysicalExecutor:
         if start is None:
             return counts
         lost_ms = self.window_ms[pop] - self.window_eff_ms[pop]
-        return torch.clamp(counts - self.rate * start * lost_ms / 1000.0, min=0.0)
+        start_rate = torch.from_numpy(np.asarray(self.spec.curve.rate_hz(start.numpy()), dtype=np.float64))
+        return torch.clamp(counts - start_rate * lost_ms / 1000.0, min=0.0)
+
+    def rate_decode(self, counts: torch.Tensor, theta: torch.Tensor, pop: str) -> torch.Tensor:
+        """Counts over the effective window -> rate -> the rung's folded current -> activation."""
+        rate_hz = counts.numpy() / (self.window_eff_ms[pop] / 1000.0)
+        return theta * torch.from_numpy(np.asarray(self.spec.curve.current(rate_hz), dtype=np.float64))
 
     def decoded(self, pop: str, layer: int, counts: torch.Tensor) -> torch.Tensor:
         theta = self.weights[f"theta_{pop}"][layer]
-        return bio_decode(self.decode_counts(pop, layer, counts), theta, self.rate, self.window_eff_ms[pop])
+        return self.rate_decode(self.decode_counts(pop, layer, counts), theta, pop)
 
     def prepare_write(self, layer: int, extend_ms: float = 0.0):
         """Post factors and trace payloads of the pending write (the previous token of this layer)."""
@@ -275,8 +331,11 @@ class BiophysicalExecutor:
             cos, sin = self.state.phases[t_prev]
             Pn, Qn = self._trace_integrals(layer, extend_ms)
             xv["qw"][layer] = oscillator_payload(self.decoded("x", layer, Pn), cos[0], sin[0]).numpy()
-            theta = self.weights["theta_x"][layer]  # Q is decoded without the transient correction
-            qw2 = oscillator_payload(bio_decode(Qn, theta, self.rate, self.window_eff_ms["x"]), cos[0], sin[0])
+            theta = self.weights["theta_x"][layer]  # Q is decoded without the transient correction,
+            # through the rung's map of P (Q = P x the post factor; for the linear map: Q's own decoding)
+            p_val = self.rate_decode(Pn, theta, "x")
+            ratio = torch.where(Pn > 0, Qn / torch.where(Pn > 0, Pn, torch.ones_like(Pn)), torch.zeros_like(Pn))
+            qw2 = oscillator_payload(p_val * ratio, cos[0], sin[0])
             xv["qw2"][layer] = qw2.numpy()
             self.attn_vars["xw"][layer] = x_prev.numpy()[:, None, :]
             self.attn_vars["dxw"][layer] = (x_prevprev - x_prev).numpy()[:, None, :]
@@ -423,6 +482,7 @@ class BiophysicalExecutor:
         # event statistics with the semantics of rate coding (whole spikes; timesteps is not read)
         self.event_settings = SimSettings(timesteps=self.token_steps, coding="rate", mode="biophysical")
         self.stats = new_stats(batch, n_tokens)
+        self.measure = LadderMeasures(self.window_ms, self.spec.top_current)
         self.logits = torch.empty(batch, n_tokens, self.dims.V, dtype=torch.float64)
         self.bar = progress_bar(self.progress, n_tokens, "brian2 biophysical")
         import brian2 as b2
@@ -458,12 +518,15 @@ class BiophysicalExecutor:
                     "latency_ms": (2 * L * par["token_ms"]) if self.pipelined else par["token_ms"],
                     "cache_dir": self.cache_dir if self.target == "cython" else None,
                     # what a rate needs: every x and y neuron is integrated at every simulation step
-                    "sim_steps_per_token": self.token_steps, "dt_ms": dt, "token_ms": par["token_ms"]}
+                    "sim_steps_per_token": self.token_steps, "dt_ms": dt, "token_ms": par["token_ms"],
+                    "ladder": list(self.spec.rungs), "rung": self.spec.rungs[-1]}
+        settings.update(self.measure.summary())
         result = SimulationResult(logits=self.logits, stats=self.stats, records=self.rec.out, backend="brian2",
                                   settings=settings, wall_s=time.perf_counter() - started)
         result.events = event_counts(self.stats, self.net, self.event_settings)
         d = self.dims
         result.events["neuron_updates"] = 2 * d.L * self.batch * d.H * d.N * total_steps
+        settings["bio_s_per_wall_s"] = settings["simulated_ms"] / 1000.0 / max(result.wall_s, 1e-12)
         return result
 
     def _monitor_records(self, out: dict):
@@ -493,11 +556,13 @@ class BiophysicalExecutor:
 
 
 def simulate_biophysical(net, ids, settings, plasticity, record, progress, options: dict) -> SimulationResult:
-    """Options: the codegen target (resolved), cache_dir, params_file, monitor_neurons, monitor_dt_ms
-    and any parameter of ``params.PARAMS`` by name (None: not given)."""
+    """Options: the codegen target (resolved), cache_dir, params_file, monitor_neurons, monitor_dt_ms,
+    ladder (the rung, or rungs, of the fidelity ladder: the highest one asked for is run, with every
+    rung below it) and any parameter of ``params.PARAMS`` by name (None: not given)."""
     overrides = {k: v for k, v in options.items() if k in PARAMS or k in ALIASES}
     params = load_params(options.get("params_file"), **overrides)
+    rung = top_rung(options.get("ladder") or DEFAULT_RUNG)
     ex = BiophysicalExecutor(net, settings, plasticity, record, progress, options["target"], options.get("cache_dir"),
                              params, monitor_neurons=options.get("monitor_neurons", 8),
-                             monitor_dt_ms=options.get("monitor_dt_ms", 0.5))
+                             monitor_dt_ms=options.get("monitor_dt_ms", 0.5), rung=rung)
     return ex.run(ids.cpu())

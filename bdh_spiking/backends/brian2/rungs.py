@@ -1,0 +1,88 @@
+"""The rungs of the biophysical mode's fidelity ladder as changes of the Brian2 network's equations
+(docs/spiking-semantics.md, "The fidelity ladder"; names and order: semantics/ladder.py).
+
+A network starts from an empty ``NetworkSpec``; each rung of the ladder up to the one asked for
+applies itself in order (cumulative), replacing the parts it makes biological: the x and y
+neurons' drive equation, the constants it needs, and the rate <-> current map that the decoding
+and the clipped-fraction measure read. The executor knows no rung by name."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ...errors import ConfigError
+from ...semantics.ladder import rungs_through
+from ...semantics.lif import LifCurve
+
+
+class LinearCurve:
+    """rate = max_rate * clip(I, 0, 1): the rate-linearized neuron (lif_drive inverts the LIF curve)."""
+
+    def __init__(self, max_rate_hz: float):
+        self.max_rate_hz = max_rate_hz
+
+    def rate_hz(self, current):
+        return self.max_rate_hz * np.clip(current, 0.0, 1.0)
+
+    def current(self, rate_hz):
+        return np.asarray(rate_hz, dtype=np.float64) / self.max_rate_hz
+
+
+@dataclasses.dataclass
+class NetworkSpec:
+    """What the rungs decide: the drive mu of the x and y LIF neurons (a Brian2 subexpression), the
+    namespace entries it needs, the neuron's rate <-> folded-current map and the top current (the
+    folded current a neuron's designed top rate stands for; mass above it counts as clipped)."""
+
+    rungs: tuple = ()
+    drive: str | None = None
+    namespace: dict = dataclasses.field(default_factory=dict)
+    curve: object = None
+    top_current: float = 1.0
+
+    def check(self):
+        if self.drive is None or self.curve is None:
+            raise ConfigError(f"ladder {','.join(self.rungs)}: no rung set the neurons' drive")
+        return self
+
+
+class RateLinearized:
+    """Rung 1, the baseline: a LIF neuron whose drive inverts its own f-I curve, so the rate is
+    max_rate * I for a folded current I in [0, 1] and max_rate above (clipped)."""
+
+    name = "rate-linearized"
+
+    def apply(self, spec: NetworkSpec, par: dict) -> None:
+        spec.drive = "mu = lif_drive(I, win, inv_rmax, neg_tref, tmax, inv_tau_m) : 1"
+        spec.curve = LinearCurve(par["max_rate_hz"])
+        spec.top_current = 1.0
+
+
+class Lif:
+    """Rung 2: the neuron's own f-I curve. A tonic bias at rheobase plus a calibrated gain (I = 1
+    fires at max_rate_hz); no inversion, no clip; decoding inverts the curve (semantics/lif.py)."""
+
+    name = "lif"
+
+    def apply(self, spec: NetworkSpec, par: dict) -> None:
+        curve = LifCurve(par["tau_m_ms"], par["t_ref_ms"], par["max_rate_hz"])
+        spec.drive = "mu = win * (lif_bias + lif_gain * I) : 1"
+        spec.namespace.update(lif_bias=curve.bias, lif_gain=curve.gain)
+        spec.curve = curve
+        spec.top_current = 1.0
+
+
+RUNG_CLASSES = {cls.name: cls for cls in (RateLinearized, Lif)}
+
+
+def network_spec(rung: str, par: dict) -> NetworkSpec:
+    """The equations of the network at ``rung``: every rung up to it applied in ladder order."""
+    names = rungs_through(rung)
+    spec = NetworkSpec(rungs=names)
+    for name in names:
+        if name not in RUNG_CLASSES:
+            raise ConfigError(f"ladder: the brian2 backend has no equations for rung {name!r}")
+        RUNG_CLASSES[name]().apply(spec, par)
+    return spec.check()

@@ -1,0 +1,89 @@
+"""The leaky integrate-and-fire neuron's f-I curve, its inverse and the gain calibration built on
+them (docs/spiking-semantics.md, "Biophysical mode", rung ``lif``).
+
+A LIF neuron tau_m dv/dt = mu - v, threshold 1, reset 0, absolute refractory period t_ref, driven
+by a constant input mu (threshold units) fires at
+
+    f(mu) = 1 / (t_ref + tau_m ln(mu / (mu - 1)))   for mu > 1,   0 otherwise.
+
+The rung ``lif`` keeps that curve (no inversion inside the neuron). A neuron's folded current
+I = (activation / theta) enters as mu = 1 + gain * I: a bias at rheobase (so the activation
+threshold is 0, ReLU's kink) and one gain per population, calibrated so that I = 1 (the neuron's
+designed top, theta) fires at ``max_rate_hz``. Decoding maps a measured rate back through the
+inverse: I = (f^-1(r) - 1) / gain. Works on floats, numpy arrays and torch tensors (the torch
+form is differentiable, for constraint training). Rates in Hz, times in ms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..errors import ConfigError
+
+
+def _lib(x):
+    import numpy as np
+
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return torch
+    except ImportError:  # pragma: no cover
+        pass
+    return np
+
+
+def lif_rate_hz(mu, tau_m_ms: float, t_ref_ms: float):
+    """f(mu): the stationary firing rate (Hz) of constant drive mu (threshold units)."""
+    xp = _lib(mu)
+    mu = mu if xp.__name__ == "torch" else xp.asarray(mu, dtype=float)
+    above = mu > 1.0
+    safe = xp.where(above, mu, 2.0 + 0.0 * mu)  # no log of a non-positive number, even unused
+    isi_ms = t_ref_ms + tau_m_ms * xp.log(safe / (safe - 1.0))
+    return xp.where(above, 1000.0 / isi_ms, 0.0 * safe)
+
+
+def lif_drive_for_rate(rate_hz, tau_m_ms: float, t_ref_ms: float):
+    """f^-1(r): the drive that fires at rate r (Hz), 0 < r < 1000 / t_ref; 1 (rheobase) at r <= 0."""
+    xp = _lib(rate_hz)
+    rate_hz = rate_hz if xp.__name__ == "torch" else xp.asarray(rate_hz, dtype=float)
+    top = 1000.0 / t_ref_ms if t_ref_ms > 0 else math.inf
+    r = xp.clip(rate_hz, 1e-12, top * (1.0 - 1e-9)) if math.isfinite(top) else xp.clip(rate_hz, 1e-12, None)
+    free_ms = 1000.0 / r - t_ref_ms  # the time the membrane climbs from reset to threshold
+    mu = 1.0 / (1.0 - xp.exp(-free_ms / tau_m_ms))
+    return xp.where(rate_hz > 0, mu, 1.0 + 0.0 * mu)
+
+
+@dataclasses.dataclass(frozen=True)
+class LifCurve:
+    """One population's calibrated map between folded current I (threshold units) and rate."""
+
+    tau_m_ms: float
+    t_ref_ms: float
+    max_rate_hz: float
+
+    def __post_init__(self):
+        if self.tau_m_ms <= 0 or self.t_ref_ms < 0 or self.max_rate_hz <= 0:
+            raise ConfigError("LIF curve: tau_m_ms > 0, t_ref_ms >= 0 and max_rate_hz > 0 are needed")
+        if self.t_ref_ms > 0 and self.max_rate_hz >= 1000.0 / self.t_ref_ms:
+            raise ConfigError(f"LIF curve: max_rate_hz {self.max_rate_hz:g} must be below 1/t_ref")
+
+    @property
+    def bias(self) -> float:
+        """The tonic drive: rheobase, so any positive current fires and none at or below 0 does."""
+        return 1.0
+
+    @property
+    def gain(self) -> float:
+        """Drive per unit folded current: I = 1 fires at max_rate_hz."""
+        return float(lif_drive_for_rate(self.max_rate_hz, self.tau_m_ms, self.t_ref_ms)) - self.bias
+
+    def rate_hz(self, current):
+        """The rate of folded current I (no clipping: above I = 1 the curve keeps rising towards 1/t_ref)."""
+        return lif_rate_hz(self.bias + self.gain * current, self.tau_m_ms, self.t_ref_ms)
+
+    def current(self, rate_hz):
+        """The folded current whose rate is rate_hz: the decoding map (rate -> activation / theta)."""
+        return (lif_drive_for_rate(rate_hz, self.tau_m_ms, self.t_ref_ms) - self.bias) / self.gain
