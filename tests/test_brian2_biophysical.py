@@ -74,6 +74,7 @@ def test_runs_with_right_shapes_and_monitors():
     assert out.settings["simulated_ms"] == pytest.approx(4 * 60 + 0.2, abs=0.11)
 
 
+@pytest.mark.slow  # tens of seconds of Brian2 on 2 cores (default run budget)
 def test_fidelity_high_with_long_windows_and_worse_with_short_ones():
     """Measured on this model (seed 0, 2 x 8 tokens), sequential schedule, no noise: token_ms 200
     (100 ms per stage, up to 20 spikes): KL 0.001, top-1 vs dense 15/16, decoded-x / y correlation
@@ -95,6 +96,7 @@ def test_fidelity_high_with_long_windows_and_worse_with_short_ones():
     assert min(short["state_cosine_per_layer"]) < min(long["state_cosine_per_layer"])
 
 
+@pytest.mark.slow  # tens of seconds of Brian2 on 2 cores (default run budget)
 def test_pipelined_schedule_default():
     """The default schedule: every stage gets a whole token_ms window (latency 2L * token_ms).
     Measured (seed 0, 2 x 8 tokens, token_ms 100): KL 0.0014, top-1 15/16, decoded-x / y
@@ -169,6 +171,7 @@ def test_params_file_overrides_the_shipped_defaults(tmp_path):
         run(net, ids_for(1, 2), params_file=str(tmp_path / "typo.toml"))
 
 
+@pytest.mark.slow  # tens of seconds of Brian2 on 2 cores (default run budget)
 def test_sweep_cli_writes_its_plot(run_cli, tmp_path):
     from bdh_spiking.checkpoint import save_checkpoint
     from bdh_spiking.text import shipped_text_path

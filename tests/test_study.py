@@ -230,6 +230,7 @@ def test_biophysical_runs_on_a_tiny_network(model_factory):
             assert 0 <= syn[0] < 1 and 0 <= syn[1] < net.dims.H and 0 <= syn[2] < 16 and 0 <= syn[3] < net.dims.N // 2
 
 
+@pytest.mark.slow  # ~3 minutes on 2 cores; test_biophysical_runs_on_a_tiny_network covers the window
 def test_quick_run_with_the_biophysical_window(run_cli, tmp_path):
     """--quick plus a 4-byte brian2 biophysical window (numpy target in tests; about a minute): the
     three experiments' biophysical parts are in the JSON, the report and the printed lines."""
