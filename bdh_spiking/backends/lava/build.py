@@ -68,7 +68,7 @@ def build(net, spec: dict, ids: np.ndarray, record=(), record_dir: str = "") -> 
     in ``record_dir`` (created here, memory-mapped by the process models)."""
     low = lowering(spec["settings"]["mode"])
     given = GraphInput(net, low, lowered_arrays(net, low), ids, tuple(record), record_dir)
-    makers = {"source": _source, "embed": _dense, "readout": _dense, "sink": _sink}
+    makers = {"source": source_process, "embed": _dense, "readout": _dense, "sink": sink_process}
     procs = {}
     for entry in spec["processes"]:
         name = entry["name"]
@@ -82,7 +82,8 @@ def build(net, spec: dict, ids: np.ndarray, record=(), record_dir: str = "") -> 
     return procs
 
 
-def _source(spec, entry, given: GraphInput):
+def source_process(spec, entry, given: GraphInput):
+    """Lava's RingBuffer sending one binary spike per token (both graphs)."""
     from lava.proc.io.source import RingBuffer as SourceBuffer
 
     batch, n_tokens = given.ids.shape
@@ -129,7 +130,8 @@ def _layer(spec, entry, given: GraphInput):
         integer=integer_math(given.net, settings) if low.integer else None, name=name)
 
 
-def _sink(spec, entry, given: GraphInput):
+def sink_process(spec, entry, given: GraphInput):
+    """Our LogitSink, keeping each token's logits (both graphs)."""
     batch, n_tokens = given.ids.shape
     size = batch * spec["dims"]["V"]
     path = given.buffers("sink_", {"logits": (n_tokens, size)}) + "logits.npy"

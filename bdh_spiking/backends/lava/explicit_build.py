@@ -9,10 +9,10 @@ import numpy as np
 from scipy.linalg import block_diag
 
 from ...errors import NetworkFormatError
-from .build import GraphInput, integer_math, lowered_arrays, oscillator_phases
+from .build import GraphInput, integer_math, lowered_arrays, oscillator_phases, sink_process, source_process
 from .explicit_processes import Gate, IFPopulation, LayerNorm, PlasticSynapses, Projection, Residual
 from .processes import LogitSink
-from .spec import lowering, total_steps
+from .spec import lowering
 
 _CLASSES = {"IFPopulation": IFPopulation, "PlasticSynapses": PlasticSynapses, "LayerNorm": LayerNorm,
             "Gate": Gate, "Residual": Residual, "Projection": Projection, "LogitSink": LogitSink}
@@ -86,25 +86,6 @@ def _scheduled(spec, entry, given: GraphInput):
     raise NetworkFormatError(f"unknown process class {entry['class']!r} in the Lava graph description")
 
 
-def _source(spec, entry, given: GraphInput):
-    from lava.proc.io.source import RingBuffer as SourceBuffer
-
-    batch, n_tokens = given.ids.shape
-    vocab, period = spec["dims"]["V"], spec["schedule"]["period_steps_per_token"]
-    data = np.zeros((batch * vocab, total_steps(spec, n_tokens)), dtype=np.int32 if given.low.integer else float)
-    for t in range(n_tokens):
-        data[np.arange(batch) * vocab + given.ids[:, t], t * period] = 1  # step 1 + t*period
-    return SourceBuffer(data=data)
-
-
-def _sink(spec, entry, given: GraphInput):
-    batch, n_tokens = given.ids.shape
-    size = batch * spec["dims"]["V"]
-    path = given.buffers("sink_", {"logits": (n_tokens, size)}) + "logits.npy"
-    return LogitSink(size=size, path=path, first_step=entry["first_step"],
-                     period=spec["schedule"]["period_steps_per_token"], n_tokens=n_tokens, name=entry["name"])
-
-
 def build_explicit(net, spec: dict, ids: np.ndarray, record_dir: str) -> dict:
     """The explicit graph's Processes for token ids (B, n), connected; every scheduled process
     writes its records to .npy buffers in ``record_dir``."""
@@ -113,9 +94,9 @@ def build_explicit(net, spec: dict, ids: np.ndarray, record_dir: str) -> dict:
     procs = {}
     for entry in spec["processes"]:
         if entry["name"] == "source":
-            procs["source"] = _source(spec, entry, given)
+            procs["source"] = source_process(spec, entry, given)
         elif entry["name"] == "sink":
-            procs["sink"] = _sink(spec, entry, given)
+            procs["sink"] = sink_process(spec, entry, given)
         elif "layout" in entry:
             procs[entry["name"]] = _projection(spec, entry, given)
         else:
