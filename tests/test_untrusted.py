@@ -168,6 +168,9 @@ def cli_rows(f, t):
         ("bdh-convert", [*fast, "--mode", "biophysical", "--backend", "brian2", "--save", str(t / "n.bdhsnn")],
          "not available with --mode biophysical"),
         ("bdh-convert", [*fast, "--record", "spikes", "--backend", "brian2"], "--mode biophysical"),
+        ("bdh-convert", [*fast, "--json", str(f / "plain.txt")], "exists: pass --force"),
+        ("bdh-convert", [*fast, "--save", net], "exists: pass --force"),
+        ("bdh-energy", [*fast, "--json", str(f / "plain.txt")], "exists: pass --force"),
         ("bdh-energy", [*fast, "--json", str(f / "somedir")], "expected a file name"),
         ("bdh-energy", [*fast, "--plots", str(f / "plain.txt")], "is a file, not a directory"),
         ("bdh-energy", [*fast, "--profile", "nosuchchip"], "nosuchchip"),
@@ -380,3 +383,15 @@ def test_help_shows_defaults_and_an_example(command):
     assert "(default:" in text or "default" in text
     if command == "bdh-convert":
         assert "(default: 8)" in text and "(default: reference)" in text  # -T and --backend
+
+
+def test_convert_replaces_an_existing_json_only_with_force(files, tmp_path):
+    out = tmp_path / "r.json"
+    out.write_text("old\n")
+    argv = ["--load", str(files / "net.bdhsnn"), "--text", str(files / "text.txt"), "--max-tokens", "32",
+            "--seq-len", "16", "--no-graded", "--json", str(out)]
+    rc, err = run_in_process(MAINS["bdh-convert"], argv)
+    assert rc == 2 and "exists: pass --force" in err and out.read_text() == "old\n"
+    rc, err = run_in_process(MAINS["bdh-convert"], [*argv, "--force"])
+    assert rc == 0, err[-400:]
+    assert json.loads(out.read_text())["runs"]

@@ -210,6 +210,9 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                    help="dense checkpoint (own or official format); default: the shipped default model")
     p.add_argument("--backend", default="reference",
                    help=f"NAME[,NAME...] or 'all'; valid: {', '.join(backend_names())}")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing output files (--json, --save, --export-nir); without it they are refused "
+                        "before any work")
     p.add_argument("--mode", choices=["discrete", "fixed-point", "biophysical"], default="discrete")
     p.add_argument("--coding", choices=["graded", "rate", "multispike"], default="multispike",
                    help="graded spikes, binary rate coding, or up to --max-spikes spikes per step (default)")
@@ -346,7 +349,7 @@ def check_network_outputs(args) -> None:
     check_input_file(args.text, "--text")
     check_input_file(args.calibration, "--calibration")
     for flag in ("json", "save", "export_nir"):
-        check_output_file(getattr(args, flag, None), "--" + flag.replace("_", "-"))
+        check_output_file(getattr(args, flag, None), "--" + flag.replace("_", "-"), force=args.force)
     check_output_dir(args.plots, "--plots")
     if getattr(args, "save_lava", None):
         check_output_dir(args.save_lava, "--save-lava", allowed=("network.bdhsnn", "lava_graph.json"))
