@@ -146,8 +146,7 @@ def _write_outputs(args, sweep, values, reports, log) -> None:
         path = plot_sweep(sweep[1], values, rows, out / f"fidelity_vs_{sweep[1].replace('-', '_')}.png")
         log(f"wrote {path}")
     elif args.plots:
-        for path in reports[0].plot(args.plots):
-            log(f"wrote {path}")
+        _staged_plots(args.plots, reports[0].plot, log)
 
 
 def _monitor_run(args, net, ids, timesteps, target, base, record, log) -> None:
@@ -159,7 +158,16 @@ def _monitor_run(args, net, ids, timesteps, target, base, record, log) -> None:
     result = simulate(net, ids[:1], backend="brian2", timesteps=timesteps[-1], coding=args.coding,
                       max_spikes=args.max_spikes, mode="biophysical", record=tuple(record), target=target, **base)
     if args.plots:
-        for path in plot_monitors(result, args.plots):
-            log(f"wrote {path}")
+        _staged_plots(args.plots, lambda tmp: plot_monitors(result, tmp), log)
     else:
         log("--record without --plots: nothing written (give --plots DIR)")
+
+
+def _staged_plots(directory, draw, log) -> None:
+    """draw(tmp) -> paths: every figure is drawn before any replaces an old one in ``directory``."""
+    from .fileio import staged_files
+
+    with staged_files(directory) as tmp:
+        names = [Path(p).name for p in draw(tmp)]
+    for name in names:
+        log(f"wrote {Path(directory) / name}")
