@@ -107,7 +107,7 @@ def check_storages(raw, path: Path, file_bytes: int) -> None:
 def read_raw(path: str | Path) -> object:
     """torch.load with weights_only=True, every failure turned into a one-line CheckpointError.
     Zip checkpoints are checked member by member, loaded memory-mapped, and every tensor checked
-    against its storage before anything is materialised."""
+    against its storage before anything is materialised; the legacy non-zip format is refused."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -117,17 +117,18 @@ def read_raw(path: str | Path) -> object:
         head = fh.read(4)
     if not head:
         raise CheckpointError(f"checkpoint file is empty: {path}")
-    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+    if head[:1] == b"\x80":
+        raise CheckpointError(f"{path} is in PyTorch's legacy (pre-1.6, non-zip) format, whose storage sizes cannot "
+                              "be checked before they are allocated: re-save it with torch.save where you trust it")
+    if not head.startswith(b"PK"):
         raise CheckpointError(f"not a PyTorch checkpoint (unrecognised file header): {path}")
     try:
-        is_zip = head.startswith(b"PK")
-        if is_zip:
-            _check_zip(path)
+        _check_zip(path)
         # torch.__version__ (a TorchVersion, a plain str subclass) sits in the metadata of
         # checkpoints written before train.py stored it as str; allow just that class.
         safe = getattr(torch.serialization, "safe_globals", None)
         with safe([torch.torch_version.TorchVersion]) if safe else contextlib.nullcontext():
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc).lower() or "weights only" in str(exc).lower():
             raise CheckpointError(

@@ -367,3 +367,13 @@ def test_saved_metadata_is_plain(tmp_path, tiny_model):
     save_checkpoint(path, tiny_model, {"torch": torch.__version__, "nested": [{"v": torch.__version__}]})
     payload = torch.load(path, weights_only=True)
     assert type(payload["meta"]["torch"]) is str
+
+
+def test_legacy_non_zip_checkpoint_is_refused_before_allocation(tmp_path, tiny_model):
+    from bdh_spiking.checkpoint import read_raw
+    from bdh_spiking.errors import CheckpointError
+
+    path = tmp_path / "old.pt"
+    torch.save({"model": tiny_model.state_dict()}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="legacy"):
+        read_raw(path)
