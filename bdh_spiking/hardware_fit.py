@@ -38,7 +38,7 @@ import math
 
 from .profiles import Profile, load_all, load_profile
 
-__all__ = ["fit", "fit_all", "table", "parse_fit_profiles", "fit_lava_graph"]
+__all__ = ["fit", "fit_all", "table", "parse_fit_profiles", "fit_lava_graph", "graph_table"]
 
 LIMITS = ("cores_per_chip", "neurons_per_core", "synaptic_memory_bytes_per_core", "memory_bytes_per_core",
           "synapses_per_core", "input_axons_per_core", "weight_bits", "graded_spike_payload_bits",
@@ -260,3 +260,20 @@ def fit_lava_graph(spec: dict, profile) -> dict:
     return {"profile": prof.key or prof.name, "processes": rows, **totals, "chips": max(chips) if chips else None,
             "problems": problems, "not_checked": [n for n in LIMITS if cap[n] is None],
             "no_loihi2_model": [r["name"] for r in rows if not r["lava_model_on_loihi2"]]}
+
+
+def graph_table(reports: list[dict]) -> str:
+    """``fit_lava_graph`` reports: one line per profile, then the processes that no Loihi 2 model in
+    open-source Lava runs (ours) and what does not fit."""
+    lines = ["placement of the explicit Lava graph (one process per population and projection):"]
+    for r in reports:
+        chips = "n/a" if r["chips"] is None else r["chips"]
+        lines.append(f"  {r['profile']}: {len(r['processes'])} processes, {r['neurons']} neurons, {r['synapses']} "
+                     f"synapses -> {r['cores']} cores, {chips} chip(s)")
+        for problem in r["problems"][:5]:
+            lines.append(f"    does not fit: {problem}")
+    if reports:
+        ours = reports[0]["no_loihi2_model"]
+        lines.append(f"  no Loihi 2 model in open-source Lava (ours, would need microcode): {', '.join(ours) or 'none'}")
+    return "\n".join(lines)
+

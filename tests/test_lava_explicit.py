@@ -129,3 +129,7 @@ def test_hardware_fit_reads_the_explicit_graph(model_factory):
     assert set(rep["no_loihi2_model"]) == ours and "x0" in ours and "E0" not in ours
     with pytest.raises(ValueError):
         fit_lava_graph(lava_backend.make_spec(net, SimSettings()), "loihi2")
+    from bdh_spiking.hardware_fit import graph_table
+
+    text = graph_table([rep])  # what bdh-convert --hardware-fit prints for --lava-graph explicit
+    assert f"{len(rep['processes'])} processes" in text and f"{rep['cores']} cores" in text and "plastic0" in text

@@ -157,6 +157,8 @@ def write_extras(args, model, net, ids, report, backends, last_T, device, dtype,
 
         print()
         print(table(fit_all(net, fit_profiles)))
+        if args.lava_graph == "explicit":
+            _fit_explicit_graph(args, net, last_T, fit_profiles)
     if energy_profiles is not None:
         from ..energy import estimate
 
@@ -182,3 +184,16 @@ def write_extras(args, model, net, ids, report, backends, last_T, device, dtype,
         net.save(args.save)
         log(f"wrote network {args.save}")
     write_outputs(report, args)
+
+
+def _fit_explicit_graph(args, net, last_T, fit_profiles) -> None:
+    """--hardware-fit with --lava-graph explicit: the placement of the graph that runs, process by process."""
+    from ..backends import load_backend
+    from ..hardware_fit import fit_lava_graph, graph_table
+    from ..semantics import SimSettings
+
+    settings = SimSettings(timesteps=last_T, coding=args.coding, max_spikes=args.max_spikes, mode=args.mode)
+    spec = load_backend("lava").spec_of(net, settings, None, "explicit")
+    print()
+    print(graph_table([fit_lava_graph(spec, p) for p in fit_profiles]))
+

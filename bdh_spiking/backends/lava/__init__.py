@@ -57,8 +57,9 @@ except ImportError as exc:  # the package is there (the registry checked) but do
                              "pip install 'bdh-spiking[lava]' (lava-nc 0.10, Python 3.10)") from None
 
 from .api import (GRAPH_FILE, LAVA_GRAPHS, load_process_graph, run_spec, save_process_graph, simulate,  # noqa: E402
-                  simulate_saved)
+                  simulate_saved, spec_of)
 from .spec import NETWORK_FILE, make_spec  # noqa: E402
 
-__all__ = ["LAVA_GRAPHS", "simulate", "save_process_graph", "load_process_graph", "simulate_saved", "make_spec", "run_spec",
+__all__ = ["LAVA_GRAPHS", "simulate", "save_process_graph", "load_process_graph", "simulate_saved", "make_spec",
+           "run_spec", "spec_of",
            "GRAPH_FILE", "NETWORK_FILE"]
