@@ -113,6 +113,7 @@ def test_pipelined_schedule_default():
     assert min(f["state_cosine_per_layer"]) >= 0.99, f
 
 
+@pytest.mark.slow  # ~20 s of Brian2 (default run budget)
 def test_noise_is_reproducible_with_a_seed():
     _, net = tiny(seed=1)
     ids = ids_for(1, 4, seed=1)
