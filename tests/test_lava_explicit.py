@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,9 +64,13 @@ def test_float_explicit_graph_matches_reference_and_saved_graph_rebuilds(model_f
     graph = json.loads((tmp_path / "g" / "lava_graph.json").read_text())
     assert graph["graph"] == "explicit" and set(graph["dims"]) >= {"L", "H", "D", "N", "V", "HN"}
     classes = {p["name"]: p["class"] for p in graph["processes"]}
-    for layer in (0, 1):  # every static projection of every layer is Lava's own Dense
-        for proj in ("E", "Ev", "dec"):
+    by_name = {p["name"]: p for p in graph["processes"]}
+    for layer in (0, 1):  # every static projection of every layer is Lava's own Dense or Sparse
+        for proj in ("E", "dec"):
             assert classes[f"{proj}{layer}"] == "lava.proc.dense.process.Dense"
+        assert classes[f"Ev{layer}"] == "lava.proc.sparse.process.Sparse"  # block-diagonal over heads
+        d = net.dims
+        assert by_name[f"Ev{layer}"]["synapses"] == d.H * d.N * d.D and by_name[f"Ev{layer}"]["fan_in"] == d.D
         assert classes[f"x{layer}"].endswith("explicit_processes.IFPopulation")
     assert classes["embed"] == classes["lm_head"] == "lava.proc.dense.process.Dense"
     for cls, models in graph["classes"]["ours"].items():  # ours: both ProcessModels exist
@@ -92,18 +97,36 @@ def test_explicit_grid(model_factory, coding, gating, T, mode):
     check(ref, out, exact=mode == "fixed-point")
 
 
-@pytest.mark.slow  # converting an official-size model costs ~100 s on 2 shared cores
-def test_official_size_explicit_spec_builds():
-    """The explicit graph's description of an official-size network (no Lava processes built)."""
+@pytest.mark.slow  # converting an official-size model costs ~100 s on 2 shared cores, building ~1 GB of weights
+def test_official_size_explicit_graph_builds(tmp_path):
+    """The explicit graph of an official-size network: its description, then its Lava processes,
+    connected and with their weights (built, not run)."""
+    from lava.proc.dense.process import Dense
+    from lava.proc.sparse.process import Sparse
+
+    from bdh_spiking.backends.lava.explicit_build import build_explicit
     from bdh_spiking.backends.lava.explicit_spec import make_explicit_spec
     from bdh_spiking.model import BDH, BDHConfig
 
     net = bs.convert(BDH(BDHConfig()), gating="gain", calibration=bytes(range(128)))
     spec = make_explicit_spec(net, SimSettings(timesteps=4, coding="rate"))
     d = net.dims
+    assert (d.L, d.D, d.H, d.N) == (6, 256, 4, 8192)
     assert len(spec["processes"]) == 3 + 9 * d.L + 2
-    E0 = next(p for p in spec["processes"] if p["name"] == "E0")
-    assert E0["synapses"] == d.H * d.N * d.D and E0["fan_in"] == d.D
+    by_name = {p["name"]: p for p in spec["processes"]}
+    assert by_name["E0"]["synapses"] == d.H * d.N * d.D and by_name["E0"]["fan_in"] == d.D
+    assert by_name["Ev0"]["synapses"] == d.H * d.N * d.D and by_name["Ev0"]["fan_in"] == d.D
+    procs = build_explicit(net, spec, np.zeros((1, 2), dtype=np.int64), str(tmp_path))
+    assert set(procs) == set(by_name)
+    assert isinstance(procs["E5"], Dense) and procs["E5"].weights.shape == (d.H * d.N, d.D)
+    ev = procs["Ev5"]
+    assert isinstance(ev, Sparse) and ev.weights.shape == (d.H * d.N, d.H * d.D)
+    assert ev.weights.init.nnz == d.H * d.N * d.D  # only the heads' blocks are stored
+    assert procs["dec5"].weights.shape == (d.D, d.H * d.N)
+    # every connection of the description exists between the built processes
+    for c in spec["connections"]:
+        (sp, sport), (dp, dport) = c["from"].split("."), c["to"].split(".")
+        assert getattr(procs[dp], dport) in getattr(procs[sp], sport).out_connections
 
 
 def test_bad_lava_graph_is_refused_before_any_work(model_factory):

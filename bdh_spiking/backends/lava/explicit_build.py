@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
+import scipy.sparse
 from scipy.linalg import block_diag
 
 from ...errors import NetworkFormatError
@@ -19,8 +20,9 @@ _CLASSES = {"IFPopulation": IFPopulation, "PlasticSynapses": PlasticSynapses, "L
 SAT_WIDTH = 12
 
 
-def projection_weights(arrays: dict, entry: dict) -> np.ndarray:
-    """The (out, in) matrix of a projection, for one sequence, from the network's arrays."""
+def projection_weights(arrays: dict, entry: dict, sparse: bool = False):
+    """The (out, in) matrix of a projection, for one sequence, from the network's arrays (the
+    block-diagonal E_v as a scipy CSR matrix when ``sparse``)."""
     W = np.asarray(arrays[entry["weights"]])
     layout = entry["layout"]
     if layout in ("embed", "lm_head", "(hn)d->T"):
@@ -30,13 +32,20 @@ def projection_weights(arrays: dict, entry: dict) -> np.ndarray:
     if layout == "hdn->(hn)d":
         return W.transpose(0, 2, 1).reshape(H * N, D)
     if layout == "hdn->blockdiag_h((hn)(hd))":
+        if sparse:
+            return scipy.sparse.block_diag([W[h].T for h in range(H)], format="csr")
         return block_diag(*[W[h].T for h in range(H)])
     raise NetworkFormatError(f"unknown projection layout {layout!r} in the Lava graph description")
 
 
 def _projection(spec, entry, given: GraphInput):
     from lava.proc.dense.process import Dense
+    from lava.proc.sparse.process import Sparse
 
+    if entry["class"].endswith(".Sparse"):  # floating point only (explicit_spec)
+        W = projection_weights(given.arrays, entry, sparse=True)
+        W = scipy.sparse.kron(scipy.sparse.identity(given.ids.shape[0]), W, format="csr")
+        return Sparse(weights=W, num_message_bits=entry["num_message_bits"], name=entry["name"])
     W = projection_weights(given.arrays, entry)
     W = np.kron(np.eye(given.ids.shape[0], dtype=W.dtype), W)
     if entry["class"].endswith(".Projection"):

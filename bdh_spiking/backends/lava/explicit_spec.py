@@ -3,15 +3,15 @@ projection, as a JSON-able spec (saved as lava_graph.json) with its schedule.
 
 Per layer l (R_l = 2 + l*(2T+1), the step at which the layer's residual input x is sent):
 
-    x ──> E_l (Dense) ──> x_l (IF) ──> plastic_l ──> ln_u_l ──> Ev_l (Dense) ──┐
+    x ──> E_l (Dense) ──> x_l (IF) ──> plastic_l ──> ln_u_l ──> Ev_l (Sparse) ─┐
     │                      │  a_hat       ^ x                                   │
     │                      └──────────────┴─────> gate_l (gain: a*z -> y_l)  <──┘
     │                                              (product: a*b after y_l)
     │                              y_l (IF) ──> [gate_l] ──> dec_l (Dense) ──> res_l ──> x'
     └──────────────────────────────────────────────────────────────────────────^
 
-* Dense (Lava's, and our Projection) sends in each step what it accumulated in the previous one:
-  one step of delay per projection hop; our processes' ports are direct (no delay).
+* Dense and Sparse (Lava's, and our Projection) send in each step what they accumulated in the
+  previous one: one step of delay per projection hop; our processes' ports are direct (no delay).
 * x_l receives its current at R_l+1 and steps T times (R_l+1 .. R_l+T), sending the decoded
   activity at R_l+T; plastic_l, ln_u_l send at R_l+T; Ev_l delivers z at R_l+T+1; y_l steps
   R_l+T+1 .. R_l+2T; dec_l delivers the decoder sum at R_l+2T+1, when res_l sends x'.
@@ -31,8 +31,12 @@ from .spec import GRAPH_FORMAT, GRAPH_VERSION, NETWORK_FILE, PACKAGE, _lava_vers
 OURS = f"{PACKAGE}.explicit_processes"
 MODELS = f"{PACKAGE}.explicit_models"
 DENSE = "lava.proc.dense.process.Dense"
+SPARSE = "lava.proc.sparse.process.Sparse"
+BLOCKDIAG = "hdn->blockdiag_h((hn)(hd))"
 LAVA_CLASSES = {DENSE: {"floating_pt": "lava.proc.dense.models.PyDenseModelFloat",
                         "fixed_pt": "lava.proc.dense.models.PyDenseModelBitAcc"},
+                SPARSE: {"floating_pt": "lava.proc.sparse.models.PySparseModelFloat",
+                         "fixed_pt": "lava.proc.sparse.models.PySparseModelBitAcc"},
                 "lava.proc.io.source.RingBuffer": {"floating_pt": "lava.proc.io.source.PySendModelFloat",
                                                    "fixed_pt": "lava.proc.io.source.PySendModelFixed"}}
 NO_LOIHI2_MODEL = "ours: no Loihi 2 (NC) ProcessModel in open-source Lava; on chip it would need neuron microcode"
@@ -61,12 +65,14 @@ def _proc(name, cls, tag, role, ports, **extra) -> dict:
 
 
 def _projection(net, low, name, weights, layout, n_out, n_in, role, **extra) -> dict:
-    """A static projection: Lava's Dense (floating point; and embed / lm_head in fixed point) or our
+    """A static projection: Lava's Dense (floating point; and embed / lm_head in fixed point), Lava's
+    Sparse for the block-diagonal E_v in floating point (only its H*N*D non-zero synapses), or our
     Projection (E, E_v, decoder in fixed point: exact int64 accumulator)."""
     fixed_inner = low.integer and layout not in ("embed", "lm_head")
-    cls = "Projection" if fixed_inner else DENSE
+    blocks = net.dims.H if layout == BLOCKDIAG else 1  # E_v: one D -> N block per head, zeros elsewhere
+    cls = "Projection" if fixed_inner else SPARSE if blocks > 1 else DENSE
     entry = _proc(name, cls, low.tag, role, {"s_in": n_in, "a_out": n_out}, weights=low.tables + weights,
-                  layout=layout, delay_steps=1, neurons=0, synapses=n_out * n_in, fan_in=n_in,
+                  layout=layout, delay_steps=1, neurons=0, synapses=n_out * n_in // blocks, fan_in=n_in // blocks,
                   num_message_bits=0 if layout == "embed" else 24, **extra)
     if not low.integer:
         entry["weight_type"] = "float64"
@@ -102,7 +108,7 @@ def _layer(net, low, settings, layer: int) -> list:
               **_sched({"x_in": R, "a_in": R + T}, R + T)),
         _proc(f"ln_u{layer}", "LayerNorm", tag, "per-head LayerNorm of the readout u", {"x_in": hd, "x_out": hd},
               layer=layer, neurons=d.H * d.D, groups="B*H", **_sched({"x_in": R + T}, R + T)),
-        _projection(net, low, f"Ev{layer}", "W_y", "hdn->blockdiag_h((hn)(hd))", d.H * d.N, d.H * d.D,
+        _projection(net, low, f"Ev{layer}", "W_y", BLOCKDIAG, d.H * d.N, d.H * d.D,
                     "E_v: per-head readout -> y accumulators", layer=layer),
     ]
     gate = _proc(f"gate{layer}", "Gate", tag, "gain gating: y current a*z" if gain else "product gating: g = a*b",
