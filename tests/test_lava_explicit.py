@@ -156,3 +156,27 @@ def test_hardware_fit_reads_the_explicit_graph(model_factory):
 
     text = graph_table([rep])  # what bdh-convert --hardware-fit prints for --lava-graph explicit
     assert f"{len(rep['processes'])} processes" in text and f"{rep['cores']} cores" in text and "plastic0" in text
+
+
+@pytest.mark.slow  # six Lava processes for a few steps, twice
+def test_learning_dense_probe():
+    """docs/backends.md's finding: Lava's LearningDense with a three-factor rule carries the
+    fixed-frame plastic rule (signed payloads, decay and reset) in floating point, not bit-accurately."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from lava_learning_dense_probe import reference, run_lava
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(5, 6)) * (rng.random((5, 6)) < 0.6)
+    x = rng.normal(size=(5, 4))
+    lam = np.array([0.9, 0.9, 0.0, 0.9, 0.9])
+    want_reads, want_S = reference(q, x, lam)
+    reads, S = run_lava(q, x, lam, "floating_pt", 1e12)
+    assert np.abs(reads - want_reads).max() <= 1e-9 * np.abs(want_reads).max()
+    assert np.abs(S - want_S).max() <= 1e-9 * np.abs(want_S).max()
+    qi, xi = np.round(16 * q), np.round(16 * x)
+    want_reads, want_S = reference(qi, xi, (lam > 0).astype(float))
+    reads, S = run_lava(qi, xi, (lam > 0).astype(float), "fixed_pt", 2 ** 16 - 1)
+    assert not np.allclose(S, want_S)  # the bit-accurate model cannot hold signed payloads
