@@ -1,6 +1,5 @@
 """Conversion, the reference executor's semantics, the network file and the public API."""
 
-import zipfile
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from bdh_spiking.model import BDH, BDHConfig
 from bdh_spiking.report import spike_differences
 from bdh_spiking.semantics import SimSettings, neuron_step, run_population
 from bdh_spiking.text import read_bytes, shipped_text_path
+from bundle_edit import rewrite
 
 
 def random_model(seed, n_layer=2, n_embd=32, n_head=2, mult=8, std=0.3):
@@ -190,26 +190,6 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
     assert loaded.manifest()["hardware"]["plastic_synapses_per_layer"] == 2 * 32 * 128
 
 
-def _rewrite(src, dst, manifest_edit=None, drop=None, replace=None):
-    import io
-    import json
-
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for name in zin.namelist():
-            data = zin.read(name)
-            if name == "manifest.json" and manifest_edit:
-                m = json.loads(data)
-                manifest_edit(m)
-                data = json.dumps(m).encode()
-            if drop and name == drop:
-                continue
-            if replace and name in replace:
-                buf = io.BytesIO()
-                np.save(buf, replace[name])
-                data = buf.getvalue()
-            zout.writestr(name, data)
-
-
 def test_bad_network_files(tmp_path):
     model = random_model(15, n_layer=1, n_embd=16, mult=4)
     net = bs.convert(model, calibration=random_bytes(15, 512))
@@ -223,7 +203,7 @@ def test_bad_network_files(tmp_path):
     }
     for name, (edit, phrase) in cases.items():
         path = tmp_path / f"{name}.bdhsnn"
-        _rewrite(good, path, **edit)
+        rewrite(good, path, **edit)
         with pytest.raises(NetworkFormatError, match=None) as info:
             bs.SpikingNetwork.load(path)
         assert phrase in str(info.value), (name, str(info.value))

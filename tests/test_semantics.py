@@ -12,6 +12,7 @@ from bdh_spiking.conversion.calibration import collect_stats, thresholds
 from bdh_spiking.errors import BDHError, ConfigError, NetworkFormatError
 from bdh_spiking.semantics import FanOut, Plasticity, SimSettings, event_counts
 from bdh_spiking.semantics.activation import Activation, replaced
+from bundle_edit import rewrite
 
 CALIB = (b"the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. " * 40)
 
@@ -81,18 +82,8 @@ def test_invalid_v_init_is_refused_everywhere(net_ids, tmp_path, bad):
     finally:
         net.v_init = good
     # a file whose manifest says so is refused on load (written by hand: save() refuses)
-    import json
-    import zipfile
-
     src, dst = tmp_path / "ok.bdhsnn", tmp_path / "hand.bdhsnn"
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for item in zin.namelist():
-            data = zin.read(item)
-            if item == "manifest.json":
-                m = json.loads(data)
-                m["v_init"] = bad if not (isinstance(bad, float) and bad != bad) else "nan"
-                data = json.dumps(m).encode()
-            zout.writestr(item, data)
+    rewrite(src, dst, lambda m: m.update(v_init=bad if not (isinstance(bad, float) and bad != bad) else "nan"))
     with pytest.raises(NetworkFormatError, match="v_init") as err:
         bs.SpikingNetwork.load(dst)
     assert isinstance(err.value, BDHError)

@@ -25,6 +25,7 @@ from bdh_spiking.cli import convert_main, energy_main, study_main, train_main
 from bdh_spiking.errors import BDHError
 from bdh_spiking.network import SpikingNetwork
 
+from bundle_edit import rewrite
 from conftest import make_model
 
 MAINS = {"bdh-train": train_main, "bdh-convert": convert_main, "bdh-energy": energy_main, "bdh-study": study_main}
@@ -51,21 +52,6 @@ def files(tmp_path_factory):
 
 
 # -- spoiled network files -------------------------------------------------------------------
-
-
-def rewrite(src, dst, manifest_edit=None, replace=None, extra=None):
-    """A copy of a .bdhsnn with its manifest edited and members replaced (raw bytes) or added."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for name in zin.namelist():
-            data = zin.read(name)
-            if name == "manifest.json" and manifest_edit:
-                m = json.loads(data)
-                manifest_edit(m)
-                data = json.dumps(m).encode()
-            zout.writestr(name, (replace or {}).get(name, data))
-        for name, data in (extra or {}).items():
-            zout.writestr(name, data)
-    return dst
 
 
 def npy_bytes(array) -> bytes:
