@@ -212,6 +212,8 @@ def test_bad_settings_raise():
         study.StudySettings(out="x", taus_ms=(0.0,)).validate()
     with pytest.raises(ConfigError):
         study.StudySettings(out="x", token_ms=4.0, timesteps=8, dt_ms=1.0).validate()
+    with pytest.raises(ConfigError, match="cannot reach"):  # 1/(P+1) > alpha: no discovery possible
+        study.StudySettings(out="x", permutations=10, alpha=0.05).validate()
 
 
 def test_cli_error_is_one_line(run_cli, tmp_path):
