@@ -17,6 +17,11 @@ def _f(v, nd=3):
     return "nan" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
 
 
+def _c(concept: str) -> str:
+    """A concept inside a markdown table cell ('|' separates a concept's forms, and table cells)."""
+    return repr(concept).replace("|", "\\|")
+
+
 def _window(b: dict) -> str:
     w = b["window"]
     return f"{b['tokens']} bytes (passage {w['passage']}, offset {w['offset']}: {w['text']!r})"
@@ -112,7 +117,7 @@ def _selectivity_tables(res: dict) -> list[str]:
                 for c, d in f[level]["per_concept"].items():
                     b, top = d["byte"], (d["byte"]["top"] or [None])[0]
                     lines.append(
-                        f"| {run} | {fam} | {level} | {c!r} | {f[level]['candidates']} | {b['testable']} | "
+                        f"| {run} | {fam} | {level} | {_c(c)} | {f[level]['candidates']} | {b['testable']} | "
                         f"{b['discoveries']} | {b['per_layer']} | {_f(b['global_p'])} | {_f(b['max_z'], 2)} | "
                         f"{_f(b['max_auroc'])} | {d['bigram']['discoveries']} | {_f(d['decoy']['discoveries_mean'], 2)} | "
                         f"{top['id'] if top else '-'} ({_f(top['z'], 2) if top else '-'}) |")
@@ -147,7 +152,7 @@ def _sigma_lines(res: dict) -> list[str]:
 def _selectivity_overlap(res: dict) -> list[str]:
     concepts, st, e1 = res["meta"]["concepts"], res["meta"]["settings"], res["experiment1"]
     lines = [f"Top-{st['top_k']} overlap of the sampled synapses (fraction shared, by z under the byte null):\n",
-             "| pair of variants | kind | " + " | ".join(repr(c) for c in concepts) + " |",
+             "| pair of variants | kind | " + " | ".join(_c(c) for c in concepts) + " |",
              "|---|---|" + "---|" * len(concepts)]
     for variants, ov in e1["top_k_overlap"].items():
         for kind in ("increments", "sigma"):
@@ -167,7 +172,7 @@ def _selectivity_biophysical(res: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for c, d in b1["selectivity"].items():
         o, r_ = d["top_k_overlap"], d["score_correlation"]
-        lines.append(f"| {c!r} | {d['concept_bytes']} | " + " | ".join(_f(o[k], 2) for k in NETWORK_PAIRS) + " | "
+        lines.append(f"| {_c(c)} | {d['concept_bytes']} | " + " | ".join(_f(o[k], 2) for k in NETWORK_PAIRS) + " | "
                      + " | ".join(_f(r_[k], 3) for k in NETWORK_PAIRS) + " |")
     if not b1["selectivity"]:
         lines.append("(no concept both occurs in the window and leaves bytes without it)")
