@@ -238,6 +238,16 @@ def test_quick_run_writes_report_matching_json(run_cli, tmp_path):
     m = re.search(r"exp2 intact: loss_repeat=([0-9.]+)", out)
     assert float(m.group(1)) == pytest.approx(res["experiment2"]["table"]["intact"]["loss_repeat"], abs=1e-4)
     assert f"Seed: {res['meta']['settings']['seed']}" in report
+    sel = res["selectivity"]
+    assert isinstance(sel["null"], str) and "byte" in sel["null"]
+    assert sel["layers"] == [0, 1, 2, 3]  # --quick analyses every layer
+    assert sel["layer0_discoveries"] == 0 and isinstance(sel["decoy_discoveries_mean"], float)
+    for fams in sel["runs"].values():  # layer 0 is a function of the byte: nothing in it is testable
+        for fam in fams.values():
+            for d in fam["factors"]["per_concept"].values():
+                assert d["byte"]["testable_per_layer"]["0"] == 0
+    for sg in res["sigma"].values():
+        assert sg["identity_max_rel_error"] < 1e-5
 
 
 def test_passage_window_prefers_balanced_windows():
