@@ -169,6 +169,14 @@ def dense_codes(strata: np.ndarray) -> np.ndarray:
     return np.unique(strata, return_inverse=True)[1].reshape(-1)
 
 
+def tie_rounded(values: np.ndarray, bits: int = 20) -> np.ndarray:
+    """Values rounded to ``bits`` significant bits (relative 1e-6): the same quantity computed twice
+    (one byte's layer-0 activity in two rows of a matrix product) ties instead of being ranked by its
+    last float bits."""
+    mant, expo = np.frexp(np.asarray(values, dtype=np.float64))
+    return np.ldexp(np.round(mant * 2.0 ** bits) / 2.0 ** bits, expo)
+
+
 def centered_ranks(values: np.ndarray, strata: np.ndarray) -> np.ndarray:
     """Midranks of each row's values within each stratum of tokens, centred on the stratum's mean rank
     ((m + 1) / 2 for m tokens): values (n_rows, n_tokens) -> float32 of the same shape. Ties (such as
@@ -176,6 +184,7 @@ def centered_ranks(values: np.ndarray, strata: np.ndarray) -> np.ndarray:
     value constant within its stratum has centred rank 0 everywhere."""
     from scipy.stats import rankdata
 
+    values = tie_rounded(values)
     out = np.zeros(values.shape, dtype=np.float32)
     for rows in _stratum_rows(dense_codes(strata)).values():
         if rows.size < 2:
