@@ -33,8 +33,8 @@ class StudySettings:
     shifts: int = 19  # experiment 1: decoy shifts (every one tested as a fake concept)
     fdr: float = 0.05  # kept for the figures' label; experiment 1 uses alpha (family-wise)
     alpha: float = 0.05  # experiment 1: family-wise level of the maxT test
-    permutations: int = 200  # experiment 1: within-stratum label permutations per label
-    synapse_sample: int | None = 4096  # experiment 1: synapses drawn per layer and family (None: all)
+    permutations: int = 100  # experiment 1: within-stratum label permutations per label
+    synapse_sample: int | None = 2048  # experiment 1: synapses drawn per layer and family (None: all)
     top_k: int = 10
     n_layer: int | None = None
     calibration_bytes: int | None = None
