@@ -100,10 +100,20 @@ def _selectivity_intro(res: dict) -> list[str]:
         "only these carry the test): " + "; ".join(
             f"{kind}: " + ", ".join(f"{c!r} {n}" for c, n in v.items())
             for kind, v in sel["informative_concept_tokens"].items()) + ".\n",
+        "Candidates testable in layer 0 (a nonzero within-stratum variance), summed over runs, families, levels and "
+        f"concepts: {_layer0_testable(sel)} (layer 0 is a function of the byte: 0 expected).\n",
         f"**Discoveries (main null, all runs, families, levels and concepts): {sel['discoveries']}; in layer 0: "
         f"{sel['layer0_discoveries']}; decoys: {_f(sel['decoy_discoveries_mean'], 2)} on average over the "
         f"{len(sel['decoy_shifts'])} shifts (per shift {sel['decoy_discoveries_per_shift']}).**\n",
     ]
+
+
+def _layer0_testable(sel: dict) -> str:
+    if 0 not in sel["layers"]:
+        return "layer 0 not analysed"
+    return str(sum(d["byte"]["testable_per_layer"].get("0", 0) for fams in sel["runs"].values()
+                   for f in fams.values() for level in ("factors", "synapses")
+                   for d in f[level]["per_concept"].values()))
 
 
 def _selectivity_tables(res: dict) -> list[str]:
