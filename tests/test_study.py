@@ -41,43 +41,116 @@ def test_auroc_forms_agree_with_brute_force():
     assert got == pytest.approx(_brute_auroc(f.astype(float), y), abs=1e-12)
 
 
-def _planted(seed=0, T=2000, K=400, planted=20, n_occ=25, occ_len=6):
-    """Synthetic increments: sparse, autocorrelated activity; the first `planted` synapses are
-    strengthened inside the concept's occurrences."""
+def _planted_text(seed=0, n_words=700):
+    """Random words; the concept 'kate' shares its letters with other words ('take', 'teak', 'kin')."""
     rng = np.random.default_rng(seed)
-    labels = np.zeros(T, dtype=bool)
-    starts = rng.choice(np.arange(0, T - occ_len, occ_len * 3), size=n_occ, replace=False)
-    for s in starts:
-        labels[s:s + occ_len] = True
-    active = rng.random((K, T)) < rng.uniform(0.05, 0.6, size=(K, 1))
-    active = active | np.roll(active, 1, axis=1)  # some autocorrelation
-    vals = rng.gamma(2.0, 1.0, size=(K, T)) * active
-    boost = np.zeros((K, T))
-    boost[:planted] = labels[None] * (1.0 + rng.gamma(2.0, 1.0, size=(planted, T)))
-    vals = vals + boost
-    return vals, labels
+    vocab = ["kate", "take", "teak", "tank", "kin", "at", "eat", "sea", "tea", "bat", "cat", "net"]
+    prob = np.array([4, 2, 1, 1, 1, 3, 3, 2, 3, 2, 2, 2], dtype=float)
+    words = rng.choice(vocab, size=n_words, p=prob / prob.sum())
+    return " ".join(words).encode()
 
 
-def test_selectivity_finds_planted_synapses_and_not_shuffled_ones():
-    vals, labels = _planted()
-    K, T = vals.shape
-    rng = np.random.default_rng(1)
-    offsets = study.shift_offsets(T, 21, 100, rng)
-    cols = study.label_columns(labels[:, None], offsets)  # T, 1, 22: observed, decoy, 20 null shifts
-    au = study.auroc_dense(vals, cols.reshape(T, -1)).reshape(K, 1, -1)
-    activity = (vals > 0).mean(1)
-    res = {"obs": au[:, :, 0], "null": au[:, :, 1:], "activity": activity}
-    out = study.summarize_selectivity(res, ["planted"], 0.05, 20, lambda i: [i])["planted"]
-    sel = study.select(au[:, 0, 0], au[:, 0, 2:], activity, 0.05)["selective"]
-    assert sel[:20].all(), "every planted synapse is found"
-    assert sel[20:].sum() <= 2, "almost no unplanted synapse is called selective"
-    assert {t["synapse"][0] for t in out["top"]} == set(range(20))
-    assert out["decoy_selective"] <= 2, "a shifted label (decoy) finds (almost) nothing"
-    # shuffled labels: the planted synapses are not selective for a circularly shifted concept
-    shuffled = np.roll(labels, 517)
-    au_s = study.auroc_dense(vals, study.label_columns(shuffled[:, None], offsets).reshape(T, -1)).reshape(K, 1, -1)
-    sel_s = study.select(au_s[:, 0, 0], au_s[:, 0, 2:], activity, 0.05)["selective"]
-    assert sel_s.sum() <= 2
+def _planted_rows(ids, lab, rng, n_planted=15, n_decoy=15, n_background=200):
+    """Per-token increments: planted rows larger on the concept's tokens than on the same letters
+    elsewhere; decoy rows tuned to the byte 'k' (mostly inside the concept), independent of the
+    concept given the byte; background noise; byte-determined rows (as in layer 0)."""
+    n = ids.size
+    noise = lambda k: rng.gamma(2.0, 1.0, size=(k, n)) * (rng.random((k, n)) < 0.7)  # noqa: E731
+    planted = noise(n_planted) + lab[None] * (1.0 + rng.gamma(2.0, 1.0, size=(n_planted, n)))
+    decoy = 0.3 * noise(n_decoy) + 5.0 * (ids == ord("k"))[None]
+    byte_fn = np.stack([(ids % m).astype(float) for m in (3, 5, 7, 11)])
+    return np.concatenate([planted, decoy, noise(n_background), byte_fn]), n_planted, n_decoy
+
+
+def test_byte_controlled_null_finds_planted_concepts_not_byte_tuned_decoys():
+    """The stratified permutation null (labels permuted within byte strata, maxT) finds synapses that
+    carry the concept beyond its letters and calls none of the byte-tuned decoys selective; the old
+    circular-shift null, pooled per activity stratum, calls the byte-tuned decoys selective."""
+    from bdh_spiking.study.concept_test import family_scores, prepare_labels, summarize_family
+
+    text = _planted_text()
+    n = len(text) // 100 * 100
+    ids = np.frombuffer(text[:n], dtype=np.uint8).astype(np.int64)
+    labels, _ = study.concept_labels(text[:n], ["kate"])
+    lab = labels[:, 0]
+    rng = np.random.default_rng(3)
+    rows, n_planted, n_decoy = _planted_rows(ids, lab, rng)
+    prepared = prepare_labels(labels, ids, 100, [517, 1033], 200, rng)
+    scores = family_scores([(rows, [[0, 0, 0, i] for i in range(rows.shape[0])])], prepared)
+    summ, found = summarize_family(scores, ["kate"], 2, 0.05, 5, [0])
+    byte_null = found[("kate", "byte")]
+    assert byte_null[:n_planted].all(), "every planted synapse is found"
+    assert not byte_null[n_planted:n_planted + n_decoy].any(), "no byte-tuned decoy is called selective"
+    assert byte_null[n_planted:].sum() == 0, "nothing unplanted (family-wise at 0.05)"
+    assert (scores["byte"]["z"][-4:] == 0).all(), "a value fixed by the byte is untestable: z = 0 (layer 0)"
+    assert summ["kate"]["byte"]["global_p"] <= 1 / 201 + 1e-12
+    assert summ["kate"]["decoy"]["discoveries_mean"] <= 1.0  # shifted labels: (almost) nothing
+    assert found[("kate", "bigram")][:n_planted].sum() >= n_planted // 2  # the stricter null keeps power here
+    # the old null: circular shifts, pooled per activity stratum, BH; the byte-tuned decoys pass it
+    offsets = study.shift_offsets(n, 20, 100, np.random.default_rng(1))
+    au = study.auroc_dense(rows, study.label_columns(labels, offsets).reshape(n, -1))
+    old = study.select(au[:, 0], au[:, 1:], (rows > 0).mean(1), 0.05)["selective"]
+    assert old[n_planted:n_planted + n_decoy].all(), "the circular-shift null calls byte tuning selective"
+
+
+def test_stratified_statistic_matches_brute_force():
+    """z and the stratified AUROC against a direct computation (midranks, ties, exact permutation variance)."""
+    rng = np.random.default_rng(0)
+    n = 120
+    strata = rng.integers(0, 4, size=n)
+    lab = rng.random(n) < 0.3
+    vals = np.round(rng.random((3, n)) * 4) / 4  # many ties
+    prep = study.stratified_label(lab, strata, 50, rng)
+    sc = study.stratified_scores(study.centered_ranks(vals, strata), study.dense_codes(strata), prep)
+    for r in range(3):
+        u = pairs = var = 0.0
+        for s in np.unique(strata):
+            m = strata == s
+            pos, neg = vals[r, m & lab], vals[r, m & ~lab]
+            if pos.size == 0 or neg.size == 0:
+                continue
+            u += (pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum() - pos.size * neg.size / 2
+            pairs += pos.size * neg.size
+            from scipy.stats import rankdata
+
+            rk = rankdata(vals[r, m]) - (m.sum() + 1) / 2
+            var += pos.size * neg.size / (m.sum() * (m.sum() - 1)) * (rk ** 2).sum()
+        assert sc["auroc"][r] == pytest.approx(0.5 + u / pairs, abs=1e-9)
+        assert sc["z"][r] == pytest.approx(u / np.sqrt(var), abs=1e-6)
+    # permutations keep each stratum's label count
+    for p in range(prep.permuted.shape[1]):
+        for s in np.unique(strata[prep.tokens]):
+            m = strata[prep.tokens] == s
+            assert prep.permuted[m, p].sum() == prep.observed[m].sum()
+
+
+def test_read_path_sigma_identity_and_phase_free_limit():
+    """The y drive equals sigma_t q_t / sqrt(var + eps) (identity); with every oscillator frequency 0 the
+    phases vanish, so the phase-free sigma explains all of it, and values from another passage do not."""
+    rng = np.random.default_rng(0)
+    n_pass, seq_len, L, H, N, D = 2, 24, 1, 2, 8, 6
+    n = n_pass * seq_len
+    x = rng.normal(size=(n, L, D))
+    x = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)  # residual inputs leave a LayerNorm
+    a = np.maximum(rng.normal(size=(n, L, H, N)), 0)
+    act = study.Activity("t", a.astype(np.float32), a.astype(np.float32), x.astype(np.float32))
+    enc_v = rng.normal(size=(H, D, N))
+    ids = rng.integers(97, 100, size=n)
+    rot = study.read_path_sigma(act, ids, enc_v, np.full(N, 0.13, dtype=np.float32), seq_len, [0], rng)
+    flat = study.read_path_sigma(act, ids, enc_v, np.zeros(N, dtype=np.float32), seq_len, [0], rng)
+    # float32 inputs: the mean over d of x is 0 only to ~1e-7, which the identity inherits
+    assert rot["identity_max_rel_error"] < 1e-6 and flat["identity_max_rel_error"] < 1e-6
+    assert flat["explained"]["phase_free"]["r2"] == pytest.approx(1.0, abs=1e-9)
+    assert rot["explained"]["phase_free"]["r2"] < 0.99
+    assert flat["explained"]["value_shuffled"]["r2_fit"] < 0.5
+
+
+def test_concept_forms():
+    data = b"KATHARINA:\nGood Kate, sweet Katharina; kate."
+    assert study.concept_forms("KATHARINA|Kate") == ["KATHARINA", "Kate"]
+    assert study.form_counts(data, "KATHARINA|Kate") == {"KATHARINA": 2, "Kate": 2}
+    assert len(study.concept_occurrences(data, "KATHARINA|Kate")) == 4
+    assert study.concept_forms("|") == ["|"]
 
 
 def test_benjamini_hochberg_matches_definition():
@@ -139,6 +212,8 @@ def test_bad_settings_raise():
         study.StudySettings(out="x", taus_ms=(0.0,)).validate()
     with pytest.raises(ConfigError):
         study.StudySettings(out="x", token_ms=4.0, timesteps=8, dt_ms=1.0).validate()
+    with pytest.raises(ConfigError, match="cannot reach"):  # 1/(P+1) > alpha: no discovery possible
+        study.StudySettings(out="x", permutations=10, alpha=0.05).validate()
 
 
 def test_cli_error_is_one_line(run_cli, tmp_path):
@@ -163,6 +238,16 @@ def test_quick_run_writes_report_matching_json(run_cli, tmp_path):
     m = re.search(r"exp2 intact: loss_repeat=([0-9.]+)", out)
     assert float(m.group(1)) == pytest.approx(res["experiment2"]["table"]["intact"]["loss_repeat"], abs=1e-4)
     assert f"Seed: {res['meta']['settings']['seed']}" in report
+    sel = res["selectivity"]
+    assert isinstance(sel["null"], str) and "byte" in sel["null"]
+    assert sel["layers"] == [0, 1, 2, 3]  # --quick analyses every layer
+    assert sel["layer0_discoveries"] == 0 and isinstance(sel["decoy_discoveries_mean"], float)
+    for fams in sel["runs"].values():  # layer 0 is a function of the byte: nothing in it is testable
+        for fam in fams.values():
+            for d in fam["factors"]["per_concept"].values():
+                assert d["byte"]["testable_per_layer"]["0"] == 0
+    for sg in res["sigma"].values():
+        assert sg["identity_max_rel_error"] < 1e-5
 
 
 def test_passage_window_prefers_balanced_windows():

@@ -54,8 +54,17 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=positive_int, default=256, help="passage length (the model's block size)")
     p.add_argument("--max-tokens", type=positive_int, default=None, help="bytes for experiments 1 and 3 (default 4096)")
     p.add_argument("--sweep-tokens", type=positive_int, default=None, help="bytes for experiment 2 (default 4096)")
-    p.add_argument("--shifts", type=positive_int, default=None, help="circular shifts in the null (default 19; one more is the decoy)")
-    p.add_argument("--fdr", type=number_type(0.0, 1.0, True, True), default=0.05)
+    p.add_argument("--shifts", type=positive_int, default=None,
+                   help="decoy shifts: each concept's labels circularly shifted, tested as fake concepts (default 19; "
+                        "--quick 5)")
+    p.add_argument("--fdr", type=number_type(0.0, 1.0, True, True), default=0.05,
+                   help="unused by experiment 1 since its test is family-wise (--alpha); kept for scripts")
+    p.add_argument("--alpha", type=number_type(0.0, 1.0, True, True), default=0.05,
+                   help="experiment 1: family-wise level of the maxT test (default 0.05)")
+    p.add_argument("--permutations", type=positive_int, default=None,
+                   help="experiment 1: label permutations within byte strata (default 100)")
+    p.add_argument("--synapse-sample", type=positive_int, default=None,
+                   help="experiment 1: synapses drawn per layer and family (default 2048; --quick 512); factors: all")
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--n-layer", type=positive_int, default=None)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
@@ -124,7 +133,9 @@ def main(argv=None):
         freeze_after=tuple(args.freeze_after or ((32,) if q else (64,))),
         reset_every=tuple(args.reset_every or (32,)),
         shifts=args.shifts or (5 if q else 19), fdr=args.fdr, top_k=args.top_k, n_layer=args.n_layer,
-        calibration_bytes=1024 if q else None, layers=(0,) if q else None,
+        alpha=args.alpha, permutations=args.permutations or 100,
+        synapse_sample=args.synapse_sample or (512 if q else 2048),
+        calibration_bytes=1024 if q else None, layers=None,
         bio_tokens=args.bio_tokens if args.bio_tokens is not None else (0 if q else 32),
     )
     results = run_study(s, log=log)

@@ -13,9 +13,10 @@ from ..errors import TextError
 from .settings import Log, StudySettings
 
 # Default concepts for the shipped held-out text (Taming of the Shrew, Act II): the four speaker
-# names that recur both as speaker tags ("GREMIO:") and inside speech ("Gremio"), a common
-# function word, and the punctuation pattern that ends every speaker tag.
-DEFAULT_CONCEPTS = ["GREMIO", "BAPTISTA", "PETRUCHIO", "KATHARINA", "the", ":\\n"]
+# names that recur both as speaker tags ("GREMIO:") and inside speech ("Gremio"), Katharina with her
+# other name "Kate" (a concept of several spellings), a common function word, and the punctuation
+# pattern that ends every speaker tag.
+DEFAULT_CONCEPTS = ["GREMIO", "BAPTISTA", "PETRUCHIO", "KATHARINA|Kate", "the", ":\\n"]
 
 
 def parse_concepts(lines) -> list[str]:
@@ -41,8 +42,22 @@ def concept_pattern(concept: str) -> re.Pattern:
     return re.compile(re.escape(raw))
 
 
+def concept_forms(concept: str) -> list[str]:
+    """The surface forms of a concept: '|' separates them ('KATHARINA|Kate'); a concept without '|'
+    (or '|' alone) is its own single form."""
+    forms = [f for f in concept.split("|") if f]
+    return forms if len(forms) > 1 else [concept]
+
+
 def concept_occurrences(data: bytes, concept: str) -> list[tuple[int, int]]:
-    return [(m.start(), m.end()) for m in concept_pattern(concept).finditer(data)]
+    """(start, end) of every occurrence of any of the concept's forms, in text order."""
+    spans = {(m.start(), m.end()) for form in concept_forms(concept) for m in concept_pattern(form).finditer(data)}
+    return sorted(spans)
+
+
+def form_counts(data: bytes, concept: str) -> dict:
+    """Occurrences of each surface form of a concept."""
+    return {form: len(concept_pattern(form).findall(data)) for form in concept_forms(concept)}
 
 
 def concept_labels(data: bytes, concepts: list[str]) -> tuple[np.ndarray, dict]:

@@ -17,6 +17,11 @@ def _f(v, nd=3):
     return "nan" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
 
 
+def _c(concept: str) -> str:
+    """A concept inside a markdown table cell ('|' separates a concept's forms, and table cells)."""
+    return repr(concept).replace("|", "\\|")
+
+
 def _window(b: dict) -> str:
     w = b["window"]
     return f"{b['tokens']} bytes (passage {w['passage']}, offset {w['offset']}: {w['text']!r})"
@@ -25,10 +30,17 @@ def _window(b: dict) -> str:
 def summary_lines(results: dict) -> list[str]:
     """The numbers printed by bdh-study (the test checks they match results.json)."""
     lines = []
-    for name, v in results["experiment1"]["variants"].items():
-        for kind in ("increments", "sigma"):
-            sel = ", ".join(f"{c!r}={d['selective']}" for c, d in v[kind]["per_concept"].items())
-            lines.append(f"exp1 {name} {kind} selective: {sel}")
+    sel = results["selectivity"]
+    for name, fams in sel["runs"].items():
+        for fam, f in fams.items():
+            for level in ("factors", "synapses"):
+                found = ", ".join(f"{c!r}={d['byte']['discoveries']}" for c, d in f[level]["per_concept"].items())
+                lines.append(f"exp1 {name} {fam} {level} discoveries: {found}")
+    lines.append(f"exp1 discoveries={sel['discoveries']} layer0_discoveries={sel['layer0_discoveries']} "
+                 f"decoy_discoveries_mean={_f(sel['decoy_discoveries_mean'], 2)}")
+    for name, sg in results["sigma"].items():
+        lines.append(f"exp1 sigma {name}: variance explained (fitted) " + " ".join(
+            f"{k}={_f(sg['explained'][k]['r2_fit'], 3)}" for k in ("phase_free", "value_shuffled", "byte_mean")))
     for cname, row in results["experiment2"]["table"].items():
         lines.append(f"exp2 {cname}: loss_repeat={_f(row['loss_repeat'], 4)} loss_first={_f(row['loss_first'], 4)} "
                      f"context_benefit={_f(row['context_benefit'], 4)}")
@@ -70,54 +82,87 @@ def _header(res: dict) -> list[str]:
 
 
 def _selectivity_intro(res: dict) -> list[str]:
-    m, st, e1 = res["meta"], res["meta"]["settings"], res["experiment1"]
+    m, sel = res["meta"], res["selectivity"]
+    forms = m.get("concept_forms", {})
     return [
         "## 1. Synapses that carry concepts\n",
         f"Concepts ({m['concepts_source']}): " + ", ".join(
-            f"{c!r} ({m['concept_occurrences'][c]} occurrences, {m['concept_tokens'][c]} tokens)"
-            for c in m["concepts"]) + ".\n",
-        "Two kinds of synapse: **(b)** the executed plastic synapses S[l,h] (residual unit d <- x-neuron pair k), "
-        "scored by the frame-free magnitude of each token's increment |x_t[d]| * |q_t(pair k)| (the rotation by the "
-        "token's own phase preserves a pair's norm); **(a)** the neuron-to-neuron state "
-        "sigma_{l,h}[i,j] = sum_t a_t[i] a_t[j] (i<j, same layer and head), the spike-count reconstruction of "
-        "E_h^T S restricted to neurons that fire, scored by its per-token increment's support (both neurons fire). "
-        "Selectivity: one-sided AUROC of the increment against the concept's presence; null: "
-        f"{st['shifts']} circular shifts of the labels pooled over the candidates of the same activity stratum; "
-        f"Benjamini-Hochberg at q = {st['fdr']}. The decoy column is one more circular shift, tested like a "
-        "concept but kept out of the null: its discoveries estimate false positives.\n",
-        f"Layers analysed: {e1.get('layers')}; null shifts (tokens): {e1['shifts']}; decoy shift: {e1['decoy_shift']}. "
-        "'selective above own null' additionally requires the observed AUROC to exceed every shifted-label AUROC "
-        "of the same synapse.\n",
+            f"{c!r} ({m['concept_occurrences'][c]} occurrences, {m['concept_tokens'][c]} tokens; forms "
+            + ", ".join(f"{k!r} x{v}" for k, v in forms.get(c, {}).items()) + ")" for c in m["concepts"]) + ".\n",
+        "Two families of plastic synapse, both with per-token increments that factorise: **S** (executed, "
+        "residual unit d <- x-neuron pair k): |x_t[d]| * ||a_t(pair k)||, factors 'residual' and 'pair'; "
+        "**sigma** (the read-path neuron-to-neuron state E_v^T S, x neuron i -> y neuron j, phases dropped): "
+        "|v_t[j]| * a_t[i] with v = E_v^T x, factors 'y' and 'x'. Every factor is tested; synapses on a seeded "
+        f"sample of {sel['synapse_sample_per_layer']} per layer and family (the same synapses in every run).\n",
+        f"Null: {sel['null']}. Family-wise level {sel['alpha']}, {sel['permutations']} permutations per label; "
+        f"layers {sel['layers']}; decoy shifts (tokens) {sel['decoy_shifts']}.\n",
+        "Concept tokens that fall in informative strata (strata holding tokens with and without the concept; "
+        "only these carry the test): " + "; ".join(
+            f"{kind}: " + ", ".join(f"{c!r} {n}" for c, n in v.items())
+            for kind, v in sel["informative_concept_tokens"].items()) + ".\n",
+        "Candidates testable in layer 0 (a nonzero within-stratum variance), summed over runs, families, levels and "
+        f"concepts: {_layer0_testable(sel)} (layer 0 is a function of the byte: 0 expected).\n",
+        f"**Discoveries (main null, all runs, families, levels and concepts): {sel['discoveries']}; in layer 0: "
+        f"{sel['layer0_discoveries']}; decoys: {_f(sel['decoy_discoveries_mean'], 2)} on average over the "
+        f"{len(sel['decoy_shifts'])} shifts (per shift {sel['decoy_discoveries_per_shift']}).**\n",
     ]
 
 
-def _selectivity_tables(e1: dict) -> list[str]:
-    lines = []
-    add = lines.append
-    for kind, title in (("increments", "(b) x->residual synapses"), ("sigma", "(a) sigma pairs")):
-        add(f"### {title}\n")
-        add("| variant | concept | candidates | selective | selective above own null | decoy selective | max AUROC | "
-            "null AUROC p99 | top synapse (AUROC) |")
-        add("|---|---|---|---|---|---|---|---|---|")
-        for name, v in e1["variants"].items():
-            for c, d in v[kind]["per_concept"].items():
-                top = d["top"][0] if d["top"] else None
-                add(f"| {name} | {c!r} | {d['candidates']} | {d['selective']} | {d['selective_above_own_null']} | "
-                    f"{d['decoy_selective']} | "
-                    f"{_f(d['max_auroc'])} | {_f(d['null_auroc_p99'])} | "
-                    f"{top['synapse'] if top else '-'} ({_f(top['auroc']) if top else '-'}) |")
-        if kind == "sigma":
-            for name, v in e1["variants"].items():
-                add(f"\n{name}: sigma stored {v['sigma']['stored_pairs']} of {v['sigma']['possible_pairs']} "
-                    f"possible pairs ({v['sigma']['stored_fraction']:.1%}) (pairs that ever co-fire).")
-        add("")
-    return lines
+def _layer0_testable(sel: dict) -> str:
+    if 0 not in sel["layers"]:
+        return "layer 0 not analysed"
+    return str(sum(d["byte"]["testable_per_layer"].get("0", 0) for fams in sel["runs"].values()
+                   for f in fams.values() for level in ("factors", "synapses")
+                   for d in f[level]["per_concept"].values()))
+
+
+def _selectivity_tables(res: dict) -> list[str]:
+    sel = res["selectivity"]
+    lines = ["| run | family | level | concept | candidates | testable | discoveries (byte null) | per layer | "
+             "global p | max z | max stratified AUROC | discoveries (bigram null) | decoy mean | top (z) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run, fams in sel["runs"].items():
+        for fam, f in fams.items():
+            for level in ("factors", "synapses"):
+                for c, d in f[level]["per_concept"].items():
+                    b, top = d["byte"], (d["byte"]["top"] or [None])[0]
+                    lines.append(
+                        f"| {run} | {fam} | {level} | {_c(c)} | {f[level]['candidates']} | {b['testable']} | "
+                        f"{b['discoveries']} | {b['per_layer']} | {_f(b['global_p'])} | {_f(b['max_z'], 2)} | "
+                        f"{_f(b['max_auroc'])} | {d['bigram']['discoveries']} | {_f(d['decoy']['discoveries_mean'], 2)} | "
+                        f"{top['id'] if top else '-'} ({_f(top['z'], 2) if top else '-'}) |")
+    lines.append("\nDiscovered synapses with at least one discovered factor (byte null): " + "; ".join(
+        f"{run} {fam}: " + ", ".join(f"{c!r} {_f(v, 2)}" for c, v in f["synapses"]["with_selective_factor"].items())
+        for run, fams in sel["runs"].items() for fam, f in fams.items()) + ".\n")
+    return lines + _sigma_lines(res)
+
+
+def _sigma_lines(res: dict) -> list[str]:
+    lines = ["### sigma on the read path\n",
+             "z_t = LN(S_t q_t) E_v = sigma_t q_t / sqrt(var(S_t q_t) + eps) with sigma_t = E_v^T S_t (N x N per head, "
+             "x neuron -> y neuron, value-bearing): exact, because each x_s leaves a LayerNorm (identity checked, max "
+             "relative error below). Variance of the y drive z explained (R^2 over tokens and y neurons, first "
+             "token of each passage left out) by: sigma without the oscillator phases (phase_free); the same keys "
+             "with another passage's values (value_shuffled: the key covariance, the earlier report's sigma); the "
+             "leave-one-out mean over tokens with the same byte (byte_mean).\n",
+             "Per predictor: R^2 as predicted (no fitting) and, in brackets, the variance a least-squares rescaling "
+             "explains (the squared pooled correlation).\n",
+             "| run | tokens | phase_free | value_shuffled | byte_mean | per layer, fitted (phase_free / "
+             "value_shuffled / byte_mean) | identity error |", "|---|---|---|---|---|---|---|"]
+    for run, sg in res["sigma"].items():
+        e = sg["explained"]
+        per = "; ".join(f"l{k}: " + "/".join(_f(v[p]["r2_fit"], 2) for p in ("phase_free", "value_shuffled", "byte_mean"))
+                        for k, v in sg["per_layer"].items())
+        lines.append(f"| {run} | {sg['tokens']} | " + " | ".join(
+            f"{_f(e[p]['r2'])} ({_f(e[p]['r2_fit'])})" for p in ("phase_free", "value_shuffled", "byte_mean"))
+            + f" | {per} | {sg['identity_max_rel_error']:.1e} |")
+    return lines + [""]
 
 
 def _selectivity_overlap(res: dict) -> list[str]:
     concepts, st, e1 = res["meta"]["concepts"], res["meta"]["settings"], res["experiment1"]
-    lines = [f"Top-{st['top_k']} overlap (fraction of shared synapses, by AUROC):\n",
-             "| pair of variants | kind | " + " | ".join(repr(c) for c in concepts) + " |",
+    lines = [f"Top-{st['top_k']} overlap of the sampled synapses (fraction shared, by z under the byte null):\n",
+             "| pair of variants | kind | " + " | ".join(_c(c) for c in concepts) + " |",
              "|---|---|" + "---|" * len(concepts)]
     for variants, ov in e1["top_k_overlap"].items():
         for kind in ("increments", "sigma"):
@@ -137,7 +182,7 @@ def _selectivity_biophysical(res: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for c, d in b1["selectivity"].items():
         o, r_ = d["top_k_overlap"], d["score_correlation"]
-        lines.append(f"| {c!r} | {d['concept_bytes']} | " + " | ".join(_f(o[k], 2) for k in NETWORK_PAIRS) + " | "
+        lines.append(f"| {_c(c)} | {d['concept_bytes']} | " + " | ".join(_f(o[k], 2) for k in NETWORK_PAIRS) + " | "
                      + " | ".join(_f(r_[k], 3) for k in NETWORK_PAIRS) + " |")
     if not b1["selectivity"]:
         lines.append("(no concept both occurs in the window and leaves bytes without it)")
@@ -145,7 +190,7 @@ def _selectivity_biophysical(res: dict) -> list[str]:
 
 
 def _selectivity_section(res: dict) -> list[str]:
-    return (_selectivity_intro(res) + _selectivity_tables(res["experiment1"]) + _selectivity_overlap(res)
+    return (_selectivity_intro(res) + _selectivity_tables(res) + _selectivity_overlap(res)
             + _selectivity_biophysical(res)
             + ["\n![selective synapses](selectivity_counts.png)\n", "![weight trajectories](trajectories.png)\n"])
 

@@ -12,12 +12,14 @@ from .. import __version__
 from ..fileio import atomic_dir
 from .activity import dense_activity, spiking_activity
 from .biophysical import biophysical_runs, biophysical_status, experiment_parts
-from .concepts import StudyInputs, load_inputs
+from .concepts import StudyInputs, form_counts, load_inputs
 from .figures import write_figures
 from .memory import run_memory
 from .rates import raster_spikes, run_rates
 from .report import write_results
-from .selectivity import run_selectivity, top_trajectories
+from .concept_test import legacy_variants, run_concept_test
+from .selectivity import top_overlap, top_trajectories
+from .sigma import read_path_sigma
 from .settings import Log, StudySettings
 
 
@@ -60,6 +62,7 @@ def _meta(settings: StudySettings, inputs: StudyInputs, info: dict, net, ids) ->
                                                 for k, v in dataclasses.asdict(settings).items()},
         "concepts": concepts, "concepts_source": settings.concepts_file if inputs.explicit else "default",
         "concept_occurrences": {c: len(inputs.occurrences[c]) for c in concepts},
+        "concept_forms": {c: form_counts(inputs.used, c) for c in concepts},
         "concept_tokens": {c: int(labels[:, i].sum()) for i, c in enumerate(concepts)},
     }
 
@@ -81,6 +84,23 @@ def _biophysical_window(bio_ok: bool, bio_msg: str, model, net, ids, inputs: Stu
         return biophysical_runs(model, net, ids, inputs.labels, inputs.concepts, w, settings, inputs.seq_len, log), None
     except Exception as exc:  # noqa: BLE001  (a backend failure must not sink the study)
         return {"error": f"{type(exc).__name__}: {exc}"}, None
+
+
+def _experiment1(runs: dict, inputs: StudyInputs, ids, model, freqs, settings: StudySettings, rng, timed) -> dict:
+    """The byte-controlled concept test and the read-path sigma on every run; experiment1 keeps the
+    layout the figures read (variants, top-k overlap of the sampled S synapses)."""
+    enc_v = model.encoder_v.detach().double().numpy()
+    flat_ids = ids.reshape(-1).numpy()
+    sel = run_concept_test(runs, inputs.labels, flat_ids, inputs.concepts, enc_v, settings, inputs.seq_len, rng, timed)
+    layers = sel["layers"]
+    timed("sigma on the read path")
+    sigma = {name: read_path_sigma(act, flat_ids, enc_v, freqs, inputs.seq_len, layers, rng) for name, act in runs.items()}
+    variants = legacy_variants(sel)
+    names = list(variants)
+    overlaps = {f"{a}~{b}": {k: top_overlap(variants[a][k]["per_concept"], variants[b][k]["per_concept"],
+                                            inputs.concepts) for k in ("increments", "sigma")}
+                for i, a in enumerate(names) for b in names[i + 1:]}
+    return {"selectivity": sel, "sigma": sigma, "variants": variants, "layers": layers, "top_k_overlap": overlaps}
 
 
 def run_study(settings: StudySettings, log: Log = print) -> dict:
@@ -110,7 +130,8 @@ def run_study(settings: StudySettings, log: Log = print) -> dict:
     timed(f"spiking run (reference, multispike, T={settings.timesteps}, K={settings.max_spikes})")
     runs["spiking"] = spiking_activity(net, ids, w, settings)
 
-    exp1 = run_selectivity(runs, inputs.labels, inputs.concepts, settings, inputs.seq_len, rng, timed)
+    exp1 = _experiment1(runs, inputs, ids, model, freqs, settings, rng, timed)
+    results["selectivity"], results["sigma"] = exp1.pop("selectivity"), exp1.pop("sigma")
     traj = top_trajectories(exp1, runs["spiking"], inputs.concepts, inputs.seq_len, freqs)
     results["experiment1"] = exp1
     timed("experiment 2")

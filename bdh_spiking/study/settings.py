@@ -30,8 +30,11 @@ class StudySettings:
     rates_cps: tuple = (5.0, 10.0, 20.0)
     freeze_after: tuple = (64,)
     reset_every: tuple = (32,)
-    shifts: int = 19
-    fdr: float = 0.05
+    shifts: int = 19  # experiment 1: decoy shifts (every one tested as a fake concept)
+    fdr: float = 0.05  # kept for the figures' label; experiment 1 uses alpha (family-wise)
+    alpha: float = 0.05  # experiment 1: family-wise level of the maxT test
+    permutations: int = 100  # experiment 1: within-stratum label permutations per label
+    synapse_sample: int | None = 2048  # experiment 1: synapses drawn per layer and family (None: all)
     top_k: int = 10
     n_layer: int | None = None
     calibration_bytes: int | None = None
@@ -40,10 +43,17 @@ class StudySettings:
 
     def validate(self) -> "StudySettings":
         self._check_times()
-        if self.shifts < 2:
-            raise ConfigError(f"the shuffled-label null needs at least 2 shifts, got {self.shifts}")
+        if self.shifts < 1:
+            raise ConfigError(f"experiment 1 needs at least 1 decoy shift, got {self.shifts}")
         if not 0 < self.fdr < 1:
             raise ConfigError(f"FDR level must be in (0, 1), got {self.fdr}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"family-wise level must be in (0, 1), got {self.alpha}")
+        if 1.0 / (self.permutations + 1) > self.alpha:
+            raise ConfigError(f"{self.permutations} permutations cannot reach p <= {self.alpha}: use at least "
+                              f"{math.ceil(1.0 / self.alpha - 1)}")
+        if self.synapse_sample is not None and self.synapse_sample < 1:
+            raise ConfigError(f"--synapse-sample must be >= 1, got {self.synapse_sample}")
         for tokens in self.freeze_after:
             if tokens < 0:
                 raise ConfigError(f"freeze_after must be >= 0, got {tokens}")

@@ -1,7 +1,11 @@
-"""The statistics of the study: exact AUROCs, the circular-shift null pooled per activity stratum,
-Benjamini-Hochberg FDR and bootstrap resampling (tests/test_study.py checks them on planted data)."""
+"""The statistics of the study (tests/test_study.py checks them on planted data): the byte-controlled
+null of experiment 1 (midranks within byte strata, permutations of the labels within strata, the
+maxT family-wise correction), bootstrap resampling, and the earlier circular-shift null pooled per
+activity stratum with Benjamini-Hochberg (kept to show, in the tests, what it wrongly calls selective)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -142,3 +146,104 @@ def select(obs: np.ndarray, null: np.ndarray, activity: np.ndarray, q: float, re
 def bootstrap_indices(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
     """(n_boot, n) indices resampling n units with replacement (an empty draw when n = 0)."""
     return rng.integers(0, max(n, 1), size=(n_boot, n))
+
+
+# -- the byte-controlled null (experiment 1): within-stratum ranks, stratified permutations, maxT --------
+
+
+def byte_strata(ids: np.ndarray, seq_len: int, kind: str = "byte") -> np.ndarray:
+    """Stratum of each token: its byte ('byte') or (previous byte, byte) ('bigram'; the first byte of a
+    passage has no previous byte: code 256). ids: (n_tokens,) byte values, passages of seq_len."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if kind == "byte":
+        return ids.copy()
+    if kind != "bigram":
+        raise ValueError(f"unknown stratification {kind!r}")
+    prev = np.roll(ids, 1)
+    prev[np.arange(ids.size) % seq_len == 0] = 256
+    return prev * 257 + ids
+
+
+def dense_codes(strata: np.ndarray) -> np.ndarray:
+    """Strata relabelled 0..n_strata-1."""
+    return np.unique(strata, return_inverse=True)[1].reshape(-1)
+
+
+def tie_rounded(values: np.ndarray, bits: int = 20) -> np.ndarray:
+    """Values rounded to ``bits`` significant bits (relative 1e-6): the same quantity computed twice
+    (one byte's layer-0 activity in two rows of a matrix product) ties instead of being ranked by its
+    last float bits."""
+    mant, expo = np.frexp(np.asarray(values, dtype=np.float64))
+    return np.ldexp(np.round(mant * 2.0 ** bits) / 2.0 ** bits, expo)
+
+
+def centered_ranks(values: np.ndarray, strata: np.ndarray) -> np.ndarray:
+    """Midranks of each row's values within each stratum of tokens, centred on the stratum's mean rank
+    ((m + 1) / 2 for m tokens): values (n_rows, n_tokens) -> float32 of the same shape. Ties (such as
+    every token of a stratum when a value is a function of the stratum) get the same midrank, so a
+    value constant within its stratum has centred rank 0 everywhere."""
+    from scipy.stats import rankdata
+
+    values = tie_rounded(values)
+    out = np.zeros(values.shape, dtype=np.float32)
+    for rows in _stratum_rows(dense_codes(strata)).values():
+        if rows.size < 2:
+            continue
+        sub = values[:, rows]
+        out[:, rows] = rankdata(sub, axis=1, method="average") - (rows.size + 1) / 2.0
+    return out
+
+
+@dataclasses.dataclass
+class StratifiedLabel:
+    """One binary label prepared for the stratified permutation test: its informative tokens (strata
+    holding both classes), the label there, P within-stratum permutations of it, the within-stratum
+    pair count and the variance weights per stratum."""
+
+    tokens: np.ndarray  # (n_inf,) indices of informative tokens
+    observed: np.ndarray  # (n_inf,) float32 0/1
+    permuted: np.ndarray  # (n_inf, P) float32 0/1
+    pairs: float  # sum over strata of n1_s * n0_s
+    weights: np.ndarray  # (n_strata,) n1 n0 / (n (n - 1)) per stratum code (0: uninformative)
+
+
+def stratified_label(label: np.ndarray, strata: np.ndarray, n_perm: int, rng: np.random.Generator) -> StratifiedLabel:
+    """Prepare ``label`` (n_tokens,) bool: permutations shuffle it among the tokens of each stratum."""
+    codes = dense_codes(strata)
+    n_s = np.bincount(codes).astype(np.float64)
+    n1 = np.bincount(codes, weights=label.astype(np.float64), minlength=n_s.size)
+    informative = (n1 > 0) & (n1 < n_s)
+    tokens = np.nonzero(informative[codes])[0]
+    sub_codes, sub_lab = codes[tokens], label[tokens].astype(np.float32)
+    permuted = np.empty((tokens.size, n_perm), dtype=np.float32)
+    base = np.argsort(sub_codes, kind="stable")
+    for p in range(n_perm):
+        order = np.lexsort((rng.random(tokens.size), sub_codes))  # same stratum blocks as base, shuffled inside
+        permuted[base, p] = sub_lab[order]
+    weights = np.where(informative & (n_s > 1), n1 * (n_s - n1) / np.maximum(n_s * (n_s - 1), 1), 0.0)
+    return StratifiedLabel(tokens, sub_lab, permuted, float((n1 * (n_s - n1))[informative].sum()), weights)
+
+
+def stratified_scores(ranks: np.ndarray, strata_codes: np.ndarray, lab: StratifiedLabel) -> dict:
+    """The stratified rank statistic of every row against one prepared label.
+
+    T = sum over the label's tokens of the centred within-stratum midrank (the stratified Mann-Whitney
+    U minus its null mean); its exact variance under within-stratum permutation is
+    sum_s n1 n0 / (n (n - 1)) * sum_{t in s} rank_t^2. Returns z (observed, standardized; 0 where the
+    variance is 0), z_perm (n_rows, P), and the stratified AUROC 0.5 + T / sum_s n1 n0 (the probability
+    that a labelled token's value exceeds an unlabelled one's of the same stratum, ties counting 1/2)."""
+    r = ranks[:, lab.tokens]
+    var = (r.astype(np.float64) ** 2) @ lab.weights[strata_codes[lab.tokens]]
+    sd = np.sqrt(var)
+    scale = np.where(sd > 1e-9, 1.0 / np.where(sd > 1e-9, sd, 1.0), 0.0)
+    t_obs = r.astype(np.float64) @ lab.observed.astype(np.float64)
+    t_perm = r @ lab.permuted
+    auroc = 0.5 + t_obs / lab.pairs if lab.pairs > 0 else np.full(r.shape[0], np.nan)
+    return {"z": t_obs * scale, "z_perm": t_perm * scale[:, None], "auroc": auroc, "testable": sd > 1e-9}
+
+
+def maxt_adjusted(z: np.ndarray, perm_max: np.ndarray) -> np.ndarray:
+    """Single-step maxT (Westfall-Young) adjusted p-values, one-sided: p = (1 + #{perm max >= z}) / (1 + P).
+    perm_max: (P,) the largest standardized statistic over the whole family in each permutation."""
+    ref = np.sort(perm_max)
+    return (1.0 + ref.size - np.searchsorted(ref, z, side="left")) / (1.0 + ref.size)
