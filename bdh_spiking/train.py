@@ -404,7 +404,10 @@ def train_recall(s: RecallTrainSettings, config: BDHConfig, log: Callable[[str],
                             warmup_steps=s.warmup_steps)
     history, ema, started, step = [], None, time.perf_counter(), 0
     log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {device} (associative recall, "
-        f"K in 1..{s.max_pairs}, G in 0..{s.max_gap}, loss on answer bytes)")
+        f"K in 1..{s.max_pairs}, G in 0..{s.max_gap}, loss on answer bytes"
+        + (f" + {s.prev_key_weight:g} x previous-key hint" if s.prev_key_weight > 0 else "")
+        + (f", {s.freeze_fraction:.0%} frozen after study" if s.freeze_fraction > 0 else "")
+        + (", queries with replacement" if s.repeat_queries else "") + ")")
     for step in tqdm(range(1, s.steps + 1), desc="train", disable=not progress, dynamic_ncols=True):
         if s.time_limit_s is not None and time.perf_counter() - started > s.time_limit_s:
             log(f"time limit of {s.time_limit_s:.0f} s reached at step {step - 1}")

@@ -70,7 +70,8 @@ def recall_cells():
     from bdh_spiking.study.recall_report import recall_model_path
 
     model, _ = load_checkpoint(recall_model_path())
-    s = RecallStudySettings(out="-", seeds=(0,), pairs=(8,), gaps=(16,), episodes=16, taus=(4.0, 64.0), n_boot=200)
+    s = RecallStudySettings(out="-", seeds=(0,), pairs=(8,), gaps=(16,), episodes=16, taus=(4.0, 64.0), n_boot=200,
+                            probe_pairs=())
     return s, collect(model, s, lambda m: None)
 
 
@@ -205,3 +206,35 @@ def test_lesion_picks_top_synapses_and_activity_matched_controls():
     assert len(set(rand)) == TOP and all(np.ravel_multi_index(s, contrib.shape) not in excluded for s in rand)
     assert all(t[:2] == r[:2] for t, r in zip(top, rand))
     assert abs(np.mean(act["top"]) - np.mean(act["random"])) < 0.5 * np.mean(act["top"])
+
+
+def test_training_episodes_with_repeated_queries_stay_consistent():
+    """repeat_queries: keys queried with replacement (a training variant), answers and lags still right."""
+    b = make_batch(4, 6, 5, 30, repeat_queries=True)
+    repeats = 0
+    for row, vals, lags in zip(b.ids, b.values, b.lags):
+        pairs = dict(zip(row[0:12:2].tolist(), row[1:12:2].tolist()))
+        queried = row[18::3].tolist()
+        repeats += len(queried) != len(set(queried))
+        for i, k in enumerate(queried):
+            study_pos = 2 * list(pairs).index(k) + 1
+            assert pairs[k] == vals[i] == row[b.answers[i]] and lags[i] == b.answers[i] - study_pos
+    assert repeats > 0
+
+
+def test_dense_writes_mask_freezes_the_hebbian_state():
+    """BDH.forward(writes=...): all ones is the plain model; zeros from p on change nothing up to p,
+    equal the chunked form, and (all zeros) leave only the feed-forward path."""
+    from conftest import make_model
+
+    model = make_model(seed=1)
+    ids = torch.from_numpy(make_batch(2, 4, 6, 2).ids.astype(np.int64))
+    T, p = ids.shape[1], 9
+    with torch.no_grad():
+        plain = model(ids)[0]
+        assert torch.equal(model(ids, writes=torch.ones(T))[0], plain)
+        w = (torch.arange(T) < p).float()
+        frozen = model(ids, writes=w)[0]
+        assert torch.allclose(frozen[:, : p + 1], plain[:, : p + 1], atol=1e-6)
+        assert not torch.allclose(frozen[:, p + 2:], plain[:, p + 2:], atol=1e-3)
+        assert torch.allclose(model(ids, writes=w[None].expand(2, T), chunk=4)[0], frozen, atol=1e-5)
