@@ -75,8 +75,6 @@ def recall_cells():
     return s, collect(model, s, lambda m: None)
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped recall model reaches about 0.45 at K=8 (RECALL_MODEL_CARD.md): "
-                   "issue 17's intact >= 0.9 and frozen >= 95% of intact are not met yet")
 def test_shipped_recall_model_meets_the_issue_thresholds(recall_cells):
     """Converted network (reference, multispike, T=8): intact >= 0.9, reset <= chance + 0.05,
     frozen after the study phase >= 95% of intact, on fresh episodes (K=8, G=16)."""
