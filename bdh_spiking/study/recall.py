@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..tasks.recall import chance_accuracy, make_batch
-from .recall_probes import lesion_cell, lesion_stats, noise_cell, noise_stats, tau50
+from .recall_probes import lesion_cell, lesion_stats, noise_cell, noise_stats, tau50, tau_ci
 
 CONDITIONS = ("intact", "reset_before_query", "frozen_after_study", "scrambled_context")
 CALIBRATION_SEED = 10_000_019  # episodes for the conversion's thresholds, disjoint from every study seed
@@ -49,7 +49,7 @@ class RecallStudySettings:
     max_spikes: int = 4
     n_boot: int = 1000
     rates_cps: tuple = (5.0, 10.0, 20.0)
-    noise_levels: tuple = (0.0, 0.5, 2.0)  # sigma, relative to one token's increment (recall_probes.py)
+    noise_levels: tuple = (0.0, 1.0, 4.0)  # sigma, relative to one token's increment (recall_probes.py)
     noise_taus: tuple = (2, 8, 32, 128)  # the decay sweep under noise (and no decay)
     probe_pairs: tuple = (8,)  # the (K, G) cells that get the noise sweep and the lesion
     probe_gaps: tuple = (0, 16, 64)
@@ -235,7 +235,7 @@ def decay_stats(cells: list, idx: list, settings: RecallStudySettings, chance: f
         point = tau50(taus, np.array([a[0] for a in accs]), intact[0], chance)
         boot = np.array([tau50(taus, np.array([a[1][b] for a in accs]), intact[1][b], chance)
                          for b in range(len(intact[1]))])
-        ci = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        ci = tau_ci(boot)
         return {"tokens": point, "ci": ci, "censored": "<= smallest tau" if point == taus[0] else
                 ("> largest tau" if math.isinf(point) else None),
                 "ms": {f"{r:g}_chars_per_s": point * 1000.0 / r for r in settings.rates_cps},

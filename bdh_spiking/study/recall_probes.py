@@ -142,6 +142,13 @@ def tau50(taus: np.ndarray, acc: np.ndarray, intact: float, chance: float) -> fl
     return float(math.exp(lt0 + frac * (lt1 - lt0)))
 
 
+def tau_ci(boot) -> list:
+    """95% percentile interval of bootstrapped tau50 values, nearest rank: a censored (inf) tau50
+    stays inf instead of turning the interpolated bound into nan."""
+    boot = np.asarray(boot, dtype=np.float64)
+    return [float(np.percentile(boot, 2.5, method="nearest")), float(np.percentile(boot, 97.5, method="nearest"))]
+
+
 def _ci(boot) -> list:
     boot = np.asarray(boot, dtype=np.float64)
     return [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))]
@@ -176,7 +183,7 @@ def noise_stats(cells: list, settings, chance: float, rng) -> dict:
             return {**out, "tau50_tokens": None, "note": "noise 0: see tau50_tokens (the main decay sweep)"}
         point = tau50(taus, np.array([a[0] for a in accs]), intact[0], chance)
         boot = [tau50(taus, np.array([a[1][b] for a in accs]), intact[1][b], chance) for b in range(settings.n_boot)]
-        return {**out, "tau50_tokens": point, "tau50_ci": _ci(np.asarray(boot)),
+        return {**out, "tau50_tokens": point, "tau50_ci": tau_ci(boot),
                 "censored": "<= smallest tau" if point == taus[0] else ("> largest tau" if np.isinf(point) else None),
                 "tau50_ms": {f"{r:g}_chars_per_s": point * 1000.0 / r for r in settings.rates_cps},
                 "accuracy_vs_tau": {f"{t:g}": a[0] for t, a in zip(taus, accs)},
@@ -214,9 +221,12 @@ def lesion_stats(cells: list, n_boot: int, rng) -> dict:
         out[f"{k}_ci"] = _ci(np.mean([a[i].mean(1) for a, i in zip(arrs, idx)], 0))
     n = int(sum(len(c["lesion"]["pair"]) for c in probe))
     lo, hi = out["top_minus_random_drop_logp_ci"]
-    out["verdict"] = ("top-10 synapses matter more than matched random ones (paired CI above 0)" if lo > 0 else
+    size = (f"answer log-probability drop {out['drop_logp_top']:.4f} nats (top-10) vs {out['drop_logp_random']:.4f} "
+            f"(matched random), accuracy {out['accuracy_top']:.3f} vs {out['accuracy_random']:.3f} "
+            f"(intact {out['accuracy_intact']:.3f})")
+    out["verdict"] = ("top-10 synapses matter more than matched random ones (paired CI above 0): " if lo > 0 else
                       "no evidence that the top-10 synapses matter more than matched random ones (paired CI "
-                      "includes 0)" if hi >= 0 else "random synapses matter more (paired CI below 0)")
+                      "includes 0): " if hi >= 0 else "random synapses matter more (paired CI below 0): ") + size
     out.update({"pairs_lesioned": n, "synapses_per_lesion": TOP, "cells": [{"seed": c["seed"], "K": c["K"],
                 "G": c["G"]} for c in probe], "definition": " ".join(__doc__.split("Lesion, per episode: ")[1].split())})
     return out

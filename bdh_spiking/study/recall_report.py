@@ -110,7 +110,8 @@ def _lesion(r: dict) -> list[str]:
             ("mean activity of the random synapses", "activity_random")]
     lines = [f"{les['pairs_lesioned']} pairs (one per episode) in cells {les['cells']}. {les['definition']}", "",
              "| quantity | value | 95% CI |", "|---|---|---|"]
-    lines += [f"| {name} | {_f(les[k])} | {_ci(les[k + '_ci'])} |" for name, k in rows]
+    lines += [f"| {name} | {_f(les[k], 4)} | [{_f(les[k + '_ci'][0], 4)}, {_f(les[k + '_ci'][1], 4)}] |"
+              for name, k in rows]
     return lines + ["", f"Verdict: {les['verdict']}.", ""]
 
 
