@@ -147,8 +147,8 @@ def _recall(args) -> int:
         episodes=args.episodes or (24 if q else 64), taus=(1, 4, 16, 64) if q else (1, 2, 4, 8, 16, 32, 64, 128),
         timesteps=args.timesteps, max_spikes=args.max_spikes, n_boot=500 if q else 1000,
         rates_cps=tuple(args.rates or (5.0, 10.0, 20.0)), quick=q,
-        probe_gaps=(16,) if q else (0, 16, 64), probe_episodes=12 if q else 32,
-        noise_taus=(4, 16, 64) if q else (2, 8, 32, 128), bio_episodes=1 if q else 4,
+        probe_gaps=(16,) if q else (16, 64), probe_episodes=12 if q else 24,
+        noise_taus=(4, 16, 64) if q else (2, 8, 32, 128), bio_episodes=1,
         bio_token_ms=() if (args.bio_tokens == 0 or (q and args.bio_tokens is None)) else (50.0, 100.0, 200.0))
     r = run_recall_study(s, log=log)["recall"]
     for c, v in r["accuracy"].items():

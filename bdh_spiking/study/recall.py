@@ -56,7 +56,7 @@ class RecallStudySettings:
     probe_episodes: int = 32  # the first episodes of each probe cell (stepwise runs: slower)
     lesion: bool = True
     bio_token_ms: tuple = (50.0, 100.0, 200.0)  # brian2 biophysical points; empty: not run
-    bio_episodes: int = 2
+    bio_episodes: int = 1
     bio_cell: tuple = (8, 16)  # (K, G) of the biophysical episodes
     quick: bool = False
 
