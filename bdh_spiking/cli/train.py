@@ -48,7 +48,7 @@ def train_parser() -> argparse.ArgumentParser:
                         "mult=8 dropout=0, 1000 steps (curriculum 300), batch 32, lr 6e-3, weight decay 0, "
                         "warmup 50, K <= 8, G <= 32; RECALL_MODEL_CARD.md)")
     p.add_argument("--max-pairs", type=positive_int, default=None, help="recall: largest K drawn in training")
-    p.add_argument("--max-gap", type=int, default=None, help="recall: largest filler gap G drawn in training")
+    p.add_argument("--max-gap", type=nonneg_int, default=None, help="recall: largest filler gap G drawn in training")
     p.add_argument("--curriculum-steps", type=int, default=None,
                    help="recall: the largest K and G grow linearly from (2, 0) over these steps")
     p.add_argument("--freeze-fraction", type=number_type(0.0, 1.0), default=None,
