@@ -87,13 +87,19 @@ def rotate_pairs(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (v * cos).to(v.dtype) + (v_rot * sin).to(v.dtype)
 
 
-def causal_linear_attention(q: torch.Tensor, v: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+def causal_linear_attention(q: torch.Tensor, v: torch.Tensor, chunk: int | None = None,
+                            writes: torch.Tensor | None = None) -> torch.Tensor:
     """sum_{s<t} (q_t . q_s) v_s, strictly causal, for q (B,H,T,N) and v (B,1|H,T,D).
 
     chunk=None computes the full (T,T) score matrix as the official code does; a chunk size
     carries the Hebbian state S = sum_s q_s v_s^T between chunks so memory is O(chunk^2 + N*D).
+    writes (B,T) or (T,) 0/1, optional: token s writes its q_s v_s^T only where writes[s] is 1
+    (reads continue): the dense counterpart of the plastic switch ``freeze_after``.
     """
     T = q.shape[-2]
+    if writes is not None:
+        v = v * writes.to(v.dtype).reshape(*([1] * (v.dim() - 2)), T, 1) if writes.dim() == 1 else \
+            v * writes.to(v.dtype)[:, None, :, None]
     if chunk is None or chunk >= T:
         return (q @ q.mT).tril(diagonal=-1) @ v
     B, H, _, N = q.shape
@@ -144,12 +150,13 @@ class BDH(nn.Module):
 
     # -- parallel form ----------------------------------------------------------------
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, chunk: int | None = None,
-                probe=None):
+                probe=None, writes: torch.Tensor | None = None):
         """Returns (logits, loss) exactly as the official BDH.forward does.
 
         probe(layer, x, x_current, y_current), if given, sees each layer's input x (B,1,T,D) and
         pre-ReLU currents x E and LN(yKV) E_v (B,nh,T,N): calibration and reports read them.
-        ``self.activation`` (semantics.activation) replaces the two ReLUs when set.
+        ``self.activation`` (semantics.activation) replaces the two ReLUs when set. writes (B,T)
+        or (T,), optional: which tokens write their Hebbian increment (causal_linear_attention).
         """
         act = self.activation
         C = self.config
@@ -161,7 +168,7 @@ class BDH(nn.Module):
             x_current = x @ self.encoder  # B,nh,T,N
             a = F.relu(x_current) if act is None else act.x(layer, x_current)
             q = rotate_pairs(a, cos, sin)
-            y_kv = layer_norm(causal_linear_attention(q, x, chunk))
+            y_kv = layer_norm(causal_linear_attention(q, x, chunk, writes))
             y_current = y_kv @ self.encoder_v
             if probe is not None:
                 probe(layer, x, x_current, y_current)

@@ -307,19 +307,23 @@ def spiking_aware_start(s: TrainSettings, model, info, train_part, step: int, lo
 
 @dataclasses.dataclass
 class RecallTrainSettings:
-    """Training on the associative-recall task (bdh_spiking.tasks.recall), loss on answer bytes only."""
+    """Training on the associative-recall task (bdh_spiking.tasks.recall): loss on the answer bytes, plus
+    the previous-key hint (recall_answer_loss); RECALL_MODEL_CARD.md gives the reasons."""
 
     out: str
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 6e-3
     min_lr_fraction: float = 0.1
     warmup_steps: int = 50
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    max_pairs: int = 16  # K drawn uniformly in 1..max_pairs per step
-    max_gap: int = 64  # G drawn uniformly in 0..max_gap per step
-    curriculum_steps: int = 0  # the largest K and G grow linearly from 2 and 0 to their maxima over these steps
+    max_pairs: int = 8  # K drawn uniformly in 1..max_pairs per step
+    max_gap: int = 32  # G drawn uniformly in 0..max_gap per step
+    curriculum_steps: int = 300  # the largest K and G grow linearly from 2 and 0 to their maxima over these steps
+    repeat_queries: bool = True  # training episodes query keys with replacement (no answer by elimination)
+    freeze_fraction: float = 0.3  # this share of the episodes stops writing S after the study phase
+    prev_key_weight: float = 1.0  # auxiliary loss: the previous byte (the key) decoded at study value positions
     eval_every: int = 250
     seed: int = 1337
     device: str = "auto"
@@ -327,15 +331,38 @@ class RecallTrainSettings:
     threads: int | None = None
 
 
-def recall_answer_loss(model: BDH, batch, device) -> tuple[torch.Tensor, torch.Tensor]:
+def recall_answer_loss(model: BDH, batch, device, frozen: torch.Tensor | None = None,
+                       prev_key_head: torch.nn.Module | None = None,
+                       prev_key_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean cross-entropy at the answer bytes, accuracy there) of one RecallBatch: the logits at
-    position p - 1 predict the answer byte at p; every other byte is context only."""
+    position p - 1 predict the answer byte at p; every other byte is context only.
+
+    frozen (n,) bool, optional: those episodes write S during the study phase only (the dense
+    form of the study's frozen_after_study). prev_key_head, optional: a linear read-out of the
+    residual entering layer 1 at the study value positions, trained to name the byte before (the
+    key); its cross-entropy times prev_key_weight is added to the answer loss (a training hint;
+    the head is not saved)."""
     ids = torch.from_numpy(batch.ids.astype(np.int64)).to(device)
-    logits, _ = model(ids)
+    writes = None
+    if frozen is not None:
+        study = (torch.arange(ids.shape[1], device=device) < batch.study_end).float()
+        writes = torch.where(frozen.to(device)[:, None], study[None, :], torch.ones_like(study)[None, :])
+    seen = {}
+
+    def probe(layer, x, x_current, y_current):
+        if layer == 1:
+            seen["x"] = x
+
+    logits, _ = model(ids, writes=writes, probe=probe if prev_key_head is not None else None)
     pos = torch.as_tensor(batch.answers - 1, device=device)
     pred = logits[:, pos]
     target = ids[:, pos + 1]
     loss = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1))
+    if prev_key_head is not None and "x" in seen:
+        vpos = torch.arange(1, batch.study_end, 2, device=device)
+        hint = prev_key_head(seen["x"][:, 0, vpos])
+        loss = loss + prev_key_weight * torch.nn.functional.cross_entropy(hint.reshape(-1, hint.shape[-1]),
+                                                                          ids[:, vpos - 1].reshape(-1))
     return loss, (pred.argmax(-1) == target).float().mean()
 
 
@@ -369,13 +396,18 @@ def train_recall(s: RecallTrainSettings, config: BDHConfig, log: Callable[[str],
     torch.manual_seed(s.seed)
     model = BDH(config.validate()).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    head = torch.nn.Linear(config.n_embd, config.vocab_size).to(device) if s.prev_key_weight > 0 else None
+    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     rng = np.random.default_rng(s.seed)
     lr_rule = TrainSettings(text="", out=s.out, steps=s.steps, lr=s.lr, min_lr_fraction=s.min_lr_fraction,
                             warmup_steps=s.warmup_steps)
     history, ema, started, step = [], None, time.perf_counter(), 0
     log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {device} (associative recall, "
-        f"K in 1..{s.max_pairs}, G in 0..{s.max_gap}, loss on answer bytes)")
+        f"K in 1..{s.max_pairs}, G in 0..{s.max_gap}, loss on answer bytes"
+        + (f" + {s.prev_key_weight:g} x previous-key hint" if s.prev_key_weight > 0 else "")
+        + (f", {s.freeze_fraction:.0%} frozen after study" if s.freeze_fraction > 0 else "")
+        + (", queries with replacement" if s.repeat_queries else "") + ")")
     for step in tqdm(range(1, s.steps + 1), desc="train", disable=not progress, dynamic_ncols=True):
         if s.time_limit_s is not None and time.perf_counter() - started > s.time_limit_s:
             log(f"time limit of {s.time_limit_s:.0f} s reached at step {step - 1}")
@@ -384,8 +416,10 @@ def train_recall(s: RecallTrainSettings, config: BDHConfig, log: Callable[[str],
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step - 1, lr_rule)
         k_max, g_max = recall_curriculum(step, s)
-        batch = make_batch(rng, int(rng.integers(1, k_max + 1)), int(rng.integers(0, g_max + 1)), s.batch_size)
-        loss, _ = recall_answer_loss(model, batch, device)
+        batch = make_batch(rng, int(rng.integers(1, k_max + 1)), int(rng.integers(0, g_max + 1)), s.batch_size,
+                           repeat_queries=s.repeat_queries)
+        frozen = torch.from_numpy(rng.random(s.batch_size) < s.freeze_fraction) if s.freeze_fraction > 0 else None
+        loss, _ = recall_answer_loss(model, batch, device, frozen, head, s.prev_key_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip:

@@ -20,8 +20,9 @@ import torch
 from ..progress import bar as tqdm
 
 from ..semantics import (Plasticity, SimSettings, accumulate_stats, chunk_bounds, decode, fold_weights,
-                         gate_current, gate_output, layer_norm, new_stats, oscillator_cos_sin, oscillator_payload,
-                         plastic_chunk, plastic_step, residual_update, run_population)
+                         gate_current, gate_output, layer_norm, new_stats, noise_generator, oscillator_cos_sin,
+                         oscillator_payload, perturb_step, plastic_chunk, plastic_step, residual_update,
+                         run_population)
 from .base import Recorder, SimulationResult, make_result
 
 NAME = "reference"
@@ -43,6 +44,7 @@ class ReferenceExecutor:
         self.progress = progress
         self.weights = fold_weights(net, self.device, dtype)
         self.dims = net.dims
+        self.noise = noise_generator(self.plasticity)  # synaptic noise draws (None without noise)
 
     # -- stages shared by both forms (leading dims: batch and, in chunks, tokens) --------
     def x_stage(self, x, layer):
@@ -75,6 +77,8 @@ class ReferenceExecutor:
             cx, mx, a_hat = self.x_stage(x, layer)
             q = oscillator_payload(a_hat, cos[0], sin[0])  # B,H,N
             u = plastic_step(S[layer], x, q, rule)
+            if self.plasticity.perturbed:
+                perturb_step(S[layer], x, q, layer, self.plasticity, self.noise)
             cy, my, g = self.y_stage(layer_norm(u), a_hat, layer)
             x = residual_update(x, g, self.weights["decoder"])
             if stats is not None:
@@ -97,6 +101,8 @@ class ReferenceExecutor:
 
     # -- the fast chunked form ----------------------------------------------------------
     def run(self, ids: torch.Tensor) -> SimulationResult:
+        if self.plasticity.perturbed:  # synaptic noise and lesions: the normative form only
+            return self.run_stepwise(ids)
         started = time.perf_counter()
         ids = ids.to(self.device)
         batch, n_tokens = ids.shape

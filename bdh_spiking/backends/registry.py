@@ -202,6 +202,11 @@ def simulate(net, token_ids, backend: str = "reference", timesteps: int = 8, cod
     plast = Plasticity.coerce(plasticity)
     net.validate()
     ids = normalize_ids(token_ids, net.dims.V)
+    if plast.perturbed:
+        if backend != "reference" or mode != "discrete":
+            raise ConfigError("the plasticity switches noise and lesion are implemented by the reference "
+                              f"backend in mode 'discrete' only (asked: {backend}, mode {mode!r})")
+        plast.check_lesion(net.dims, ids.shape[0])
     how = None
     if mode == "fixed-point":
         from ..semantics.quantize import ensure_quantized

@@ -79,7 +79,8 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=positive_int, default=None, help="recall: episodes per cell (default 64; --quick 24)")
     p.add_argument("--bio-tokens", type=nonneg_int, default=None,
                    help="bytes of the window run in the brian2 biophysical network (3 plasticity conditions) when "
-                        "brian2 is installed (default 32; --quick: 0; 0 skips it)")
+                        "brian2 is installed (default 32; --quick: 0; 0 skips it); --task recall: 0 skips its biophysical "
+                        "points (50/100/200 ms per byte; skipped by default with --quick), any other value runs them")
     return p
 
 
@@ -156,7 +157,10 @@ def _recall(args) -> int:
         pairs=tuple(args.pairs or ((8,) if q else (4, 8, 16))), gaps=tuple(args.gaps or ((0, 16) if q else (0, 8, 16, 32, 64))),
         episodes=args.episodes or (24 if q else 64), taus=(1, 4, 16, 64) if q else (1, 2, 4, 8, 16, 32, 64, 128),
         timesteps=args.timesteps, max_spikes=args.max_spikes, n_boot=500 if q else 1000,
-        rates_cps=tuple(args.rates or (5.0, 10.0, 20.0)), quick=q)
+        rates_cps=tuple(args.rates or (5.0, 10.0, 20.0)), quick=q,
+        probe_gaps=(16,) if q else (16, 64), probe_episodes=12 if q else 24,
+        noise_taus=(4, 16, 64) if q else (2, 8, 32, 128), bio_episodes=1,
+        bio_token_ms=() if (args.bio_tokens == 0 or (q and args.bio_tokens is None)) else (50.0, 100.0, 200.0))
     r = run_recall_study(s, log=log)["recall"]
     for c, v in r["accuracy"].items():
         print(f"recall {c}: accuracy {v:.3f} [{r['accuracy_ci'][c][0]:.3f}, {r['accuracy_ci'][c][1]:.3f}]")

@@ -44,11 +44,17 @@ def train_parser() -> argparse.ArgumentParser:
     add_spiking_aware_args(p)
     p.add_argument("--task", choices=["text", "recall"], default="text",
                    help="'recall': train on the associative-recall task (bdh_spiking.tasks.recall; loss on the "
-                        "answer bytes only; --text is not read; unless given, L=2 D=64 H=2 mult=8 dropout=0, "
-                        "2000 steps (curriculum 1200), batch 16, lr 3e-3, weight decay 0, warmup 50)")
+                        "answer bytes plus a previous-key hint; --text is not read; unless given, L=2 D=64 H=2 "
+                        "mult=8 dropout=0, 1000 steps (curriculum 300), batch 32, lr 6e-3, weight decay 0, "
+                        "warmup 50, K <= 8, G <= 32; RECALL_MODEL_CARD.md)")
     p.add_argument("--max-pairs", type=positive_int, default=None, help="recall: largest K drawn in training")
+    p.add_argument("--max-gap", type=nonneg_int, default=None, help="recall: largest filler gap G drawn in training")
     p.add_argument("--curriculum-steps", type=int, default=None,
                    help="recall: the largest K and G grow linearly from (2, 0) over these steps")
+    p.add_argument("--freeze-fraction", type=number_type(0.0, 1.0), default=None,
+                   help="recall: share of training episodes whose writes stop after the study phase (default 0.3)")
+    p.add_argument("--prev-key-weight", type=number_type(0.0, 100.0), default=None,
+                   help="recall: weight of the auxiliary loss naming the key before each study value (default 1; 0: off)")
     p.add_argument("--strip", metavar="CKPT", help="instead of training: copy CKPT to --out without "
                    "optimizer state (a smaller file for shipping); --text is then not read")
     return p
@@ -122,10 +128,13 @@ def main(argv=None):
     return 0
 
 
-RECALL_MAX_PAIRS = 16
-RECALL_CURRICULUM = 1200
-RECALL_DEFAULTS = {"n_layer": 2, "n_embd": 64, "n_head": 2, "mult": 8, "dropout": 0.0, "steps": 2000,
-                   "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 50}
+RECALL_MAX_PAIRS = 8
+RECALL_MAX_GAP = 32
+RECALL_CURRICULUM = 300
+RECALL_FREEZE_FRACTION = 0.3
+RECALL_PREV_KEY_WEIGHT = 1.0
+RECALL_DEFAULTS = {"n_layer": 2, "n_embd": 64, "n_head": 2, "mult": 8, "dropout": 0.0, "steps": 1000,
+                   "batch_size": 32, "lr": 6e-3, "weight_decay": 0.0, "warmup_steps": 50}
 
 
 def _train_recall(args, argv: list) -> int:
@@ -142,7 +151,12 @@ def _train_recall(args, argv: list) -> int:
                                    eval_every=args.eval_every, seed=args.seed, device=args.device,
                                    time_limit_s=args.time_limit, threads=args.threads,
                                    max_pairs=args.max_pairs or RECALL_MAX_PAIRS,
+                                   max_gap=RECALL_MAX_GAP if args.max_gap is None else args.max_gap,
                                    curriculum_steps=RECALL_CURRICULUM if args.curriculum_steps is None
-                                   else args.curriculum_steps)
+                                   else args.curriculum_steps, repeat_queries=True,
+                                   freeze_fraction=RECALL_FREEZE_FRACTION if args.freeze_fraction is None
+                                   else args.freeze_fraction,
+                                   prev_key_weight=RECALL_PREV_KEY_WEIGHT if args.prev_key_weight is None
+                                   else args.prev_key_weight)
     train_recall(settings, config, log=log)
     return 0

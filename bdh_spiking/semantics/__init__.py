@@ -19,13 +19,15 @@ from .graded import GATINGS, gate_current, gate_output, layer_norm, residual_fro
 from .neurons import (boundary_distance, firing_boundary, initial_membrane, neuron_step, neuron_step_,
                       run_population)
 from .oscillator import oscillator_cos_sin, oscillator_payload, pair_partner
-from .plasticity import Plasticity, TokenRule, chunk_bounds, plastic_chunk, plastic_step
+from .plasticity import (Plasticity, TokenRule, chunk_bounds, noise_generator, perturb_step, plastic_chunk,
+                         plastic_step)
 from .settings import CODINGS, GRADED_RTOL, MAX_TIMESTEPS, MODES, TIE_EPS, SimSettings, check_chunk, is_int
 from .weights import fold_weights
 
 __all__ = [
     "CODINGS", "MODES", "TIE_EPS", "GRADED_RTOL", "MAX_TIMESTEPS", "GATINGS", "SimSettings", "check_chunk", "is_int",
-    "Plasticity", "TokenRule", "chunk_bounds", "plastic_chunk", "plastic_step", "fold_weights", "initial_membrane",
+    "Plasticity", "TokenRule", "chunk_bounds", "noise_generator", "perturb_step", "plastic_chunk", "plastic_step",
+    "fold_weights", "initial_membrane",
     "firing_boundary", "boundary_distance", "neuron_step", "neuron_step_", "run_population", "decode",
     "spike_events", "oscillator_cos_sin", "oscillator_payload", "pair_partner", "layer_norm", "gate_current",
     "gate_output", "residual_update", "residual_from_sum", "EVENT_KEYS", "FanOut", "accumulate_stats", "event_counts", "new_stats",

@@ -6,6 +6,12 @@ layer's residual input and q = R_t a the rotated x payload,
     switches:  S = 0 if t resets, else S *= exp(-1/tau) if decaying and t > 0
     read:      u = S q                      (before the write: strictly causal)
     write:     S += x ⊗ q                   (unless writes are frozen at t)
+    perturb:   S += noise * rms(x) rms(q) * eps, eps ~ N(0, 1) per synapse (if noise is set);
+               lesioned synapses are held at 0 (if a lesion is set)
+
+The two perturbations (``perturb_step``) are experimental manipulations for the working-memory
+study; only the reference executor's stepwise form implements them (the registry refuses them
+elsewhere).
 
 ``Plasticity.at(t)`` answers the switches for token t; every executor asks it, never re-derives it.
 """
@@ -36,11 +42,20 @@ class Plasticity:
     freeze_after k: tokens with index >= k no longer write (reads continue).
     reset_every m: the state is zeroed at the start of every token whose index is a multiple of m.
     decay_tau_tokens tau: at the start of every token t > 0 the state is multiplied by exp(-1/tau).
+    noise sigma: after every token's write (made or frozen), every synapse of a head gets additive
+        Gaussian noise of standard deviation sigma * rms(x) * rms(q) (the root mean square of that
+        token's own increment x ⊗ q over the head's synapses), drawn from a generator seeded with
+        noise_seed (token by token, layer by layer, the whole (B,H,D,N) block at once).
+    lesion: synapses (row, layer, head, d, n) held at 0 for the whole sequence (row: the sequence
+        in the batch); d indexes the residual (x) dimension, n the neuron.
     """
 
     freeze_after: int | None = None
     reset_every: int | None = None
     decay_tau_tokens: float | None = None
+    noise: float | None = None
+    noise_seed: int = 0
+    lesion: tuple | None = None
 
     @classmethod
     def from_dict(cls, spec: dict | None) -> "Plasticity":
@@ -50,7 +65,12 @@ class Plasticity:
         unknown = set(spec) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown plasticity switch(es) {sorted(unknown)}: use freeze_after, "
-                              "reset_every, decay_tau_tokens")
+                              "reset_every, decay_tau_tokens, noise, noise_seed, lesion")
+        if spec.get("lesion") is not None:
+            try:
+                spec["lesion"] = tuple(tuple(int(i) for i in syn) for syn in spec["lesion"])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"lesion must be a list of (row, layer, head, d, n) integers: {exc}") from None
         return cls(**spec).validate()
 
     @classmethod
@@ -66,11 +86,33 @@ class Plasticity:
             raise ConfigError(f"reset_every must be an integer >= 1, got {re}")
         if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0):
             raise ConfigError(f"decay time constant must be > 0, got {tau}")
+        sigma = self.noise
+        if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (int, float))
+                                  or not 0 <= sigma < math.inf):
+            raise ConfigError(f"synaptic noise must be a finite number >= 0, got {sigma}")
+        if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, int) or self.noise_seed < 0:
+            raise ConfigError(f"noise_seed must be an integer >= 0, got {self.noise_seed}")
+        if self.lesion is not None and not all(isinstance(syn, tuple) and len(syn) == 5 and
+                                               all(isinstance(i, int) and i >= 0 for i in syn) for syn in self.lesion):
+            raise ConfigError("lesion must be a tuple of (row, layer, head, d, n) integers >= 0")
         return self
 
     @property
     def intact(self) -> bool:
-        return self.freeze_after is None and self.reset_every is None and self.decay_tau_tokens is None
+        return (self.freeze_after is None and self.reset_every is None and self.decay_tau_tokens is None
+                and not self.perturbed)
+
+    @property
+    def perturbed(self) -> bool:
+        """Synaptic noise or a lesion: executed by the reference executor's stepwise form only."""
+        return bool(self.noise) or bool(self.lesion)
+
+    def check_lesion(self, dims, batch: int) -> None:
+        """Every lesioned synapse exists in a network of these dims run on this many sequences."""
+        for syn in self.lesion or ():
+            if any(i >= m for i, m in zip(syn, (batch, dims.L, dims.H, dims.D, dims.N))):
+                raise ConfigError(f"lesioned synapse (row, layer, head, d, n) = {syn} is outside "
+                                  f"({batch}, {dims.L}, {dims.H}, {dims.D}, {dims.N})")
 
     @property
     def decay(self) -> float:
@@ -89,6 +131,26 @@ class Plasticity:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def noise_generator(plasticity: Plasticity) -> torch.Generator | None:
+    """The seeded generator of the synaptic noise (CPU; draws are moved to the state's device)."""
+    if not plasticity.noise:
+        return None
+    return torch.Generator().manual_seed(int(plasticity.noise_seed))
+
+
+def perturb_step(S: torch.Tensor, x: torch.Tensor, q: torch.Tensor, layer: int, plasticity: Plasticity,
+                 generator: torch.Generator | None) -> None:
+    """After one token's write on layer ``layer``'s state S (B,H,D,N), in place: additive synaptic
+    noise sigma * rms(x) rms(q) * N(0, 1) per synapse, then the lesioned synapses set to 0."""
+    if plasticity.noise:
+        scale = x.pow(2).mean(-1).sqrt()[:, None] * q.pow(2).mean(-1).sqrt()  # B,H
+        eps = torch.randn(S.shape, generator=generator, dtype=torch.float32).to(S.device, S.dtype)
+        S += float(plasticity.noise) * scale[:, :, None, None] * eps
+    for row, lay, head, d, n in plasticity.lesion or ():
+        if lay == layer:
+            S[row, head, d, n] = 0.0
 
 
 def chunk_bounds(n_tokens: int, chunk: int, plasticity: Plasticity) -> list:

@@ -13,6 +13,8 @@ episodes (paired):
                          the pathway is alive, the stored content is wrong
 
 and a decay sweep (Plasticity decay_tau_tokens). Accuracy is the argmax at the answer bytes only.
+On the probe cells (probe_pairs x probe_gaps), study/recall_probes.py adds the decay sweep under
+synaptic noise and the lesion; study/recall_bio.py runs chosen points in the Brian2 biophysical network.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..tasks.recall import chance_accuracy, make_batch
+from .recall_probes import lesion_cell, lesion_stats, noise_cell, noise_stats, tau50, tau_ci
 
 CONDITIONS = ("intact", "reset_before_query", "frozen_after_study", "scrambled_context")
 CALIBRATION_SEED = 10_000_019  # episodes for the conversion's thresholds, disjoint from every study seed
@@ -46,6 +49,15 @@ class RecallStudySettings:
     max_spikes: int = 4
     n_boot: int = 1000
     rates_cps: tuple = (5.0, 10.0, 20.0)
+    noise_levels: tuple = (0.0, 1.0, 4.0)  # sigma, relative to one token's increment (recall_probes.py)
+    noise_taus: tuple = (2, 8, 32, 128)  # the decay sweep under noise (and no decay)
+    probe_pairs: tuple = (8,)  # the (K, G) cells that get the noise sweep and the lesion
+    probe_gaps: tuple = (0, 16, 64)
+    probe_episodes: int = 32  # the first episodes of each probe cell (stepwise runs: slower)
+    lesion: bool = True
+    bio_token_ms: tuple = (50.0, 100.0, 200.0)  # brian2 biophysical points; empty: not run
+    bio_episodes: int = 1
+    bio_cell: tuple = (8, 16)  # (K, G) of the biophysical episodes
     quick: bool = False
 
     def validate(self) -> "RecallStudySettings":
@@ -53,9 +65,17 @@ class RecallStudySettings:
             raise ConfigError("the recall study needs at least one seed, one K and one G")
         if self.episodes < 2:
             raise ConfigError(f"the recall study needs >= 2 episodes per cell for a bootstrap, got {self.episodes}")
-        if any(t <= 0 for t in self.taus):
-            raise ConfigError(f"decay time constants must be > 0 tokens, got {self.taus}")
+        if any(t <= 0 for t in self.taus) or any(t <= 0 for t in self.noise_taus):
+            raise ConfigError(f"decay time constants must be > 0 tokens, got {self.taus} / {self.noise_taus}")
+        if any(not 0 <= s < math.inf for s in self.noise_levels):
+            raise ConfigError(f"synaptic noise levels must be finite and >= 0, got {self.noise_levels}")
+        if self.probe_episodes < 2 or self.bio_episodes < 1 or any(not t > 0 for t in self.bio_token_ms):
+            raise ConfigError("probe episodes must be >= 2, biophysical episodes >= 1 and ms per byte > 0")
         return self
+
+    def probed(self, K: int, G: int) -> bool:
+        """Does cell (K, G) get the noise sweep and the lesion?"""
+        return K in self.probe_pairs and G in self.probe_gaps
 
 
 def condition_inputs(batch) -> dict:
@@ -80,8 +100,9 @@ def answer_scores(logits: torch.Tensor, ids: torch.Tensor, answers: np.ndarray) 
     return (lp.argmax(-1) == target).numpy(), ce.numpy()
 
 
-def run_cell(net, batch, settings: RecallStudySettings) -> dict:
-    """Per-episode scores of one (seed, K, G) cell: condition -> (correct, ce), decay tau -> correct."""
+def run_cell(net, batch, settings: RecallStudySettings, seed: int = 0) -> dict:
+    """Per-episode scores of one (seed, K, G) cell: condition -> (correct, ce), decay tau -> correct;
+    on probe cells also the noise sweep and the lesion (recall_probes.py)."""
     from ..backends import simulate
 
     def run(ids, plast, ans):
@@ -92,16 +113,19 @@ def run_cell(net, batch, settings: RecallStudySettings) -> dict:
     out = {c: run(*v) for c, v in condition_inputs(batch).items()}
     ids = torch.from_numpy(batch.ids.astype(np.int64))
     decay = {float(t): run(ids, {"decay_tau_tokens": float(t)}, batch.answers)[0] for t in settings.taus}
-    return {"conditions": out, "decay": decay}
+    probe = settings.probed(batch.K, batch.G)
+    return {"conditions": out, "decay": decay, "noise": noise_cell(net, batch, settings, seed) if probe else None,
+            "lesion": lesion_cell(net, batch, settings, seed) if probe and settings.lesion else None}
 
 
-def convert_for_recall(model, seed: int):
+def convert_for_recall(model, seed: int, design_max_spikes: int = 4):
     """The default conversion (product gating, multispike design), thresholds from recall episodes."""
     from ..conversion import convert
 
     calib = np.concatenate([make_batch(CALIBRATION_SEED + seed, K, G, 8).ids.reshape(-1)
                             for K in (4, 8, 16) for G in (0, 16, 64)])
-    return convert(model, gating="product", calibration=torch.from_numpy(calib.astype(np.int64)), seed=seed)
+    return convert(model, gating="product", calibration=torch.from_numpy(calib.astype(np.int64)), seed=seed,
+                   design_max_spikes=design_max_spikes)
 
 
 def collect(model, settings: RecallStudySettings, log) -> list:
@@ -113,7 +137,7 @@ def collect(model, settings: RecallStudySettings, log) -> list:
         for K in settings.pairs:
             for G in settings.gaps:
                 batch = make_batch(np.random.default_rng([seed, K, G]), K, G, settings.episodes)
-                cells.append({"seed": seed, "K": K, "G": G, "batch": batch, **run_cell(net, batch, settings)})
+                cells.append({"seed": seed, "K": K, "G": G, "batch": batch, **run_cell(net, batch, settings, seed)})
         log(f"seed {seed}: {len(settings.pairs) * len(settings.gaps)} cells in {time.perf_counter() - started:.0f} s")
     return cells
 
@@ -136,23 +160,6 @@ def bootstrap(cells: list, values: dict, settings: RecallStudySettings, rng) -> 
             boots[k].append(_stat(cells, f, idx))
     ci = {k: [float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))] for k, b in boots.items()}
     return {"point": point, "ci": ci, "boots": {k: np.asarray(b) for k, b in boots.items()}}
-
-
-def tau50(taus: np.ndarray, acc: np.ndarray, intact: float, chance: float) -> float:
-    """The decay tau (tokens) at which accuracy is halfway from chance to intact: the first tau
-    (ascending) whose accuracy reaches the half level, log-linearly interpolated with the tau
-    before it. Censored: the smallest tau if already there (an upper bound), inf if no tau is."""
-    half = chance + 0.5 * (intact - chance)
-    above = np.nonzero(np.asarray(acc) >= half)[0]
-    if not len(above):
-        return float("inf")
-    j = int(above[0])
-    if j == 0:
-        return float(taus[0])
-    lt0, lt1 = math.log(taus[j - 1]), math.log(taus[j])
-    a0, a1 = float(acc[j - 1]), float(acc[j])
-    frac = (half - a0) / (a1 - a0) if a1 != a0 else 0.0
-    return float(math.exp(lt0 + frac * (lt1 - lt0)))
 
 
 def _cell_index(cells: list, n_boot: int, rng) -> list:
@@ -228,7 +235,7 @@ def decay_stats(cells: list, idx: list, settings: RecallStudySettings, chance: f
         point = tau50(taus, np.array([a[0] for a in accs]), intact[0], chance)
         boot = np.array([tau50(taus, np.array([a[1][b] for a in accs]), intact[1][b], chance)
                          for b in range(len(intact[1]))])
-        ci = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        ci = tau_ci(boot)
         return {"tokens": point, "ci": ci, "censored": "<= smallest tau" if point == taus[0] else
                 ("> largest tau" if math.isinf(point) else None),
                 "ms": {f"{r:g}_chars_per_s": point * 1000.0 / r for r in settings.rates_cps},
@@ -240,17 +247,6 @@ def decay_stats(cells: list, idx: list, settings: RecallStudySettings, chance: f
         pick = [i for i, c in enumerate(cells) if c["G"] == G]
         by_gap[str(G)] = one([cells[i] for i in pick], [idx[i] for i in pick])
     return {"overall": one(cells, idx), "by_gap": by_gap, "taus": [float(t) for t in taus]}
-
-
-NOT_RUN = {
-    "synaptic_noise": "not run: the plastic rule has no noise switch (semantics.plasticity.Plasticity has "
-                      "freeze_after, reset_every, decay_tau_tokens); adding one is a new rule of the network that "
-                      "every backend must implement, left for a later change. tau50 is measured without noise.",
-    "lesion": "not run: silencing chosen synapses of S needs a lesion switch in semantics.plasticity (the "
-              "simulate API exposes none); not added in this change.",
-    "biophysical": "not run: the Brian2 biophysical points at 50/100/200 ms per byte were not implemented in "
-                   "this change (time); the recall numbers are from the reference executor (discrete steps).",
-}
 
 
 def summarize(cells: list, settings: RecallStudySettings, rng) -> dict:
@@ -273,10 +269,10 @@ def summarize(cells: list, settings: RecallStudySettings, rng) -> dict:
                          "censored": decay["overall"]["censored"], "ms": decay["overall"]["ms"],
                          "by_gap": {g: {k: v[k] for k in ("tokens", "ci", "censored", "ms")}
                                     for g, v in decay["by_gap"].items()},
-                         "noise_levels": NOT_RUN["synaptic_noise"]},
+                         "noise_levels": noise_stats(cells, settings, chance, rng)},
         "decay": decay, "accuracy_vs_lag": lag_stats(cells, idx),
         "per_cell": per_cell, "per_seed": per_seed,
-        "lesion": NOT_RUN["lesion"], "biophysical": NOT_RUN["biophysical"],
+        "lesion": lesion_stats(cells, settings.n_boot, rng), "biophysical": None,
         "grid": {"seeds": list(settings.seeds), "K": list(settings.pairs), "G": list(settings.gaps),
                  "episodes_per_cell": settings.episodes, "n_boot": settings.n_boot},
         "executor": f"reference (discrete), multispike, T={settings.timesteps}, max_spikes={settings.max_spikes}",

@@ -13,6 +13,7 @@ import torch
 
 from .. import __version__
 from .recall import CONDITIONS, RecallStudySettings, collect, summarize
+from .recall_bio import biophysical_points
 from .report import _jsonable
 
 
@@ -71,7 +72,62 @@ def _decay(r: dict) -> list[str]:
         ms = " / ".join(_f(m, 0) for m in v["ms"].values())
         lines.append(f"| {g} | {_f(v['tokens'], 2)} {_ci(v['ci'])}{' (' + v['censored'] + ')' if v['censored'] else ''}"
                      f" | {ms} | " + " | ".join(_f(a) for a in v["accuracy_vs_tau"].values()) + " |")
-    return lines + ["", f"Synaptic noise levels: {t['noise_levels']}", ""]
+    return lines + [""] + _noise(t["noise_levels"])
+
+
+def _noise(nz: dict) -> list[str]:
+    if "levels" not in nz:
+        return [f"Synaptic noise: {nz.get('not_run')}", ""]
+    taus = nz["taus"]
+    lines = [f"Synaptic noise ({nz['definition']}); cells {nz['cells']}, first {nz['episodes_per_cell']} episodes "
+             "of each. tau50: halfway from chance to the noiseless intact accuracy of the same episodes.", "",
+             "| sigma | G | no-decay accuracy [CI] | tau50 tokens [CI] | ms at 5 / 10 / 20 chars/s | "
+             + " | ".join(f"acc tau={x:g}" for x in taus) + " |", "|---" * (5 + len(taus)) + "|"]
+    for sigma, lv in nz["levels"].items():
+        for g, v in [("all", lv["overall"])] + list(lv["by_gap"].items()):
+            if v.get("tau50_tokens") is None:
+                lines.append(f"| {sigma} | {g} | {_f(v['no_decay_accuracy'])} {_ci(v['no_decay_accuracy_ci'])} | "
+                             "(the main sweep above) | | " + " | ".join("" for _ in taus) + " |")
+                continue
+            ms = " / ".join(_f(m, 0) for m in v["tau50_ms"].values())
+            cens = f" ({v['censored']})" if v["censored"] else ""
+            lines.append(f"| {sigma} | {g} | {_f(v['no_decay_accuracy'])} {_ci(v['no_decay_accuracy_ci'])} | "
+                         f"{_f(v['tau50_tokens'], 2)} {_ci(v['tau50_ci'])}{cens} | {ms} | "
+                         + " | ".join(_f(a) for a in v["accuracy_vs_tau"].values()) + " |")
+    return lines + [""]
+
+
+def _lesion(r: dict) -> list[str]:
+    les = r["lesion"]
+    if "not_run" in les:
+        return [f"Lesion: {les['not_run']}", ""]
+    rows = [("answer log-prob drop, top-10 lesion", "drop_logp_top"),
+            ("answer log-prob drop, 10 matched random", "drop_logp_random"),
+            ("top minus random (paired)", "top_minus_random_drop_logp"),
+            ("accuracy intact", "accuracy_intact"), ("accuracy, top-10 lesioned", "accuracy_top"),
+            ("accuracy, random lesioned", "accuracy_random"),
+            ("mean activity of the top synapses", "activity_top"),
+            ("mean activity of the random synapses", "activity_random")]
+    lines = [f"{les['pairs_lesioned']} pairs (one per episode) in cells {les['cells']}. {les['definition']}", "",
+             "| quantity | value | 95% CI |", "|---|---|---|"]
+    lines += [f"| {name} | {_f(les[k], 4)} | [{_f(les[k + '_ci'][0], 4)}, {_f(les[k + '_ci'][1], 4)}] |"
+              for name, k in rows]
+    return lines + ["", f"Verdict: {les['verdict']}.", ""]
+
+
+def _bio(r: dict) -> list[str]:
+    b = r["biophysical"]
+    if not b or "points" not in b:
+        return [f"Biophysical points: {b}", ""]
+    lines = [f"Cell K={b['cell']['K']}, G={b['cell']['G']}, {b['episodes']} episodes ({b['answers']} answers); "
+             f"conversion {b['conversion']}. Reference executor (discrete) on the same network and episodes: "
+             f"accuracy {_f(b['reference_accuracy'])} {_ci(b['reference_accuracy_ci'])}.", "",
+             "| ms per byte | accuracy [Wilson 95%] | answers equal to the reference | mean log p(right) | wall s |",
+             "|---|---|---|---|---|"]
+    for ms, p in b["points"].items():
+        lines.append(f"| {ms} | {_f(p['accuracy'])} {_ci(p['accuracy_ci'])} | {_f(p['agreement_with_reference'])} | "
+                     f"{_f(p['mean_logp_right'])} | {p['wall_s']:.0f} |")
+    return lines + [""]
 
 
 def render_recall(res: dict) -> str:
@@ -85,7 +141,8 @@ def render_recall(res: dict) -> str:
             "Every number below is read from results.json of this run. Accuracy: argmax at the answer bytes "
             "only; each condition's number is the mean over seeds and (K, G) cells.", "",
             "## Conditions", ""]
-    tail = ["## Not run", "", f"- lesion: {r['lesion']}", f"- biophysical: {r['biophysical']}", ""]
+    tail = ["## Lesion: the pair's top-10 synapses against 10 activity-matched random ones", ""] + _lesion(r) + [
+        "## Brian2 biophysical network (chosen points)", ""] + _bio(r)
     return "\n".join(head + _conditions(r) + ["## Per cell", ""] + _cells(r) + ["## Accuracy against lag", ""]
                      + _lag(r) + ["## Decay and tau50", ""] + _decay(r) + tail) + "\n"
 
@@ -102,6 +159,7 @@ def run_recall_study(settings: RecallStudySettings, log=print) -> dict:
     model.eval()
     cells = collect(model, settings, log)
     recall = summarize(cells, settings, np.random.default_rng(list(settings.seeds)))
+    recall["biophysical"] = biophysical_points(model, settings, log)
     meta = {"bdh_spiking": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "host": platform.node(), "task": "recall",
             "model": {"path": str(info["path"]), "sha256": info.get("sha256"), "config": info["config"],

@@ -62,26 +62,29 @@ def _check(K: int, G: int) -> None:
         raise ConfigError(f"filler gap G must be >= 0, got {G}")
 
 
-def make_episode(rng: np.random.Generator, K: int, G: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_episode(rng: np.random.Generator, K: int, G: int,
+                 repeat_queries: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One episode: (bytes as a uint8 array of length 5K+G, the K answer bytes in query order,
-    the K lags: answer position minus the position of the same value in the study phase)."""
+    the K lags: answer position minus the position of the same value in the study phase).
+    repeat_queries: the K queried keys are drawn with replacement (a training variant: answering
+    by elimination of the values already queried is then useless; docs/study.md)."""
     _check(K, G)
     keys = rng.choice(np.frombuffer(KEYS, np.uint8), size=K, replace=False)
     values = rng.choice(np.frombuffer(VALUES, np.uint8), size=K, replace=True)
     filler = rng.choice(np.frombuffer(FILLER, np.uint8), size=G, replace=True)
-    order = rng.permutation(K)
+    order = rng.integers(0, K, K) if repeat_queries else rng.permutation(K)
     study = np.stack([keys, values], 1).reshape(-1)
     queries = np.stack([np.full(K, QUERY[0], np.uint8), keys[order], values[order]], 1).reshape(-1)
     lags = (2 * K + G + 3 * np.arange(K) + 2) - (2 * order + 1)
     return np.concatenate([study, filler, queries]).astype(np.uint8), values[order].astype(np.uint8), lags
 
 
-def make_batch(seed_or_rng, K: int, G: int, n: int) -> RecallBatch:
+def make_batch(seed_or_rng, K: int, G: int, n: int, repeat_queries: bool = False) -> RecallBatch:
     """n episodes with K pairs and gap G, reproducible from an integer seed (or a Generator)."""
     rng = seed_or_rng if isinstance(seed_or_rng, np.random.Generator) else np.random.default_rng(seed_or_rng)
     if n < 1:
         raise ConfigError(f"number of episodes must be >= 1, got {n}")
-    rows = [make_episode(rng, K, G) for _ in range(n)]
+    rows = [make_episode(rng, K, G, repeat_queries) for _ in range(n)]
     q0 = 2 * K + G
     return RecallBatch(ids=np.stack([r[0] for r in rows]), answers=q0 + 3 * np.arange(K) + 2,
                        values=np.stack([r[1] for r in rows]), lags=np.stack([r[2] for r in rows]), K=K, G=G)
