@@ -371,3 +371,15 @@ def test_verdict_logic():
     assert verdicts(res)["b"]["verdict"] == "supported"
     res["selectivity"]["discoveries"] = 0
     assert verdicts(res)["b"]["verdict"] == "not supported"
+
+
+def test_first_occurrence_replacement_touches_only_first_occurrences():
+    text = b"Gremio said: good Gremio, good morrow."
+    ids = torch.tensor(list(text)).view(1, -1)
+    words = study.collect_words(ids)
+    out = study.replace_first_occurrences(ids, words, seed=0)
+    changed = np.nonzero((out != ids).numpy()[0])[0].tolist()
+    first_spans = {p for w in words for p in range(w["first"][0] - 1, w["first"][-1] + 1)}
+    assert changed and set(changed) <= first_spans  # repeats and every other byte unchanged
+    assert bytes(out[0, 18:24].tolist()) == b"Gremio" and bytes(out[0, 26:30].tolist()) == b"good"
+    assert all(chr(int(out[0, p])).isupper() == chr(int(ids[0, p])).isupper() for p in first_spans)

@@ -17,7 +17,8 @@ from .activity import Activity, dense_activity, residual_inputs, spiking_activit
 from .biophysical import biophysical_runs, biophysical_status, passage_window
 from .concepts import (DEFAULT_CONCEPTS, concept_labels, concept_occurrences, concept_pattern, load_inputs,
                        parse_concepts)
-from .memory import BASELINE, LESION, MIN_WORD_LEN, collect_words, token_losses, word_groups, word_units
+from .memory import (BASELINE, LESION, MIN_WORD_LEN, collect_words, replace_first_occurrences, token_losses,
+                     word_groups, word_units)
 from .memory_stats import ci95, hold_time, memory_table, paired_analysis, tau_half, unpaired_difference
 from .rates import CORTEX_BAND_HZ, CORTEX_REFERENCES, PAPER_SPARSITY, rates_summary
 from .report import render_report, summary_lines
@@ -36,6 +37,6 @@ __all__ = [
     "increment_selectivity", "sigma_selectivity", "summarize_selectivity", "top_overlap", "weight_trajectory",
     "synapse_of", "increment_scores", "MIN_WORD_LEN", "word_units", "token_losses", "word_groups", "collect_words",
     "memory_table", "paired_analysis", "hold_time", "tau_half", "ci95", "unpaired_difference", "BASELINE", "LESION",
-    "CORTEX_REFERENCES", "CORTEX_BAND_HZ", "PAPER_SPARSITY", "rates_summary", "biophysical_status",
+    "replace_first_occurrences", "CORTEX_REFERENCES", "CORTEX_BAND_HZ", "PAPER_SPARSITY", "rates_summary", "biophysical_status",
     "passage_window", "biophysical_runs",
 ]

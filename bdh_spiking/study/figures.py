@@ -89,7 +89,7 @@ def _memory_curve(figs: _Figures, results: dict) -> None:
     ax.errorbar(x, y, yerr=[y - ci[:, 0], ci[:, 1] - y], fmt="o-", capsize=3, label="decay (95% CI, paired by word)")
     row = e2["table"]["intact"]
     ax.axhline(row["context_benefit"], color="k", ls="--", label="intact")
-    ax.axhspan(*row["context_benefit_ci95"], color="k", alpha=0.08)
+    ax.axhspan(*row["context_benefit_ci95"], color="k", alpha=0.08, label="intact 95% CI")
     ax.axhline(0, color="grey", lw=0.8, label=f"floor: {e2['baseline']} (0 by construction)")
     tau = e2["hold_time"].get("tau_half_tokens")
     if tau is not None and math.isfinite(tau):

@@ -126,6 +126,32 @@ def _condition_losses(net, sweep_ids, conds, runs: dict, settings, seq_len: int)
     return ce, y_active
 
 
+def replace_first_occurrences(ids: torch.Tensor, words: list, seed: int) -> torch.Tensor:
+    """A copy of ids with every recurring word's first occurrence replaced by random letters of the same
+    case (numpy default_rng([seed, 41])): the repeats, and every other byte, stay as they were."""
+    rng = np.random.default_rng([seed, 41])
+    out = ids.clone()
+    for w in words:
+        for p in range(w["first"][0] - 1, w["first"][-1] + 1):
+            base = 65 if 65 <= int(ids[w["passage"], p]) <= 90 else 97
+            out[w["passage"], p] = base + int(rng.integers(0, 26))
+    return out
+
+
+def replaced_first_gain(net, sweep_ids, words, intact_ce: np.ndarray, settings, seq_len: int, idx) -> dict:
+    """Loss of each word's repeats when its first occurrence was replaced (intact plasticity, pathway and
+    local context alive, the earlier occurrence gone) minus their intact loss, paired by word."""
+    from .memory_stats import paired_mean, word_losses
+
+    ids = replace_first_occurrences(sweep_ids, words, settings.seed)
+    logits, y_frac = _run_condition(net, ids, None, settings, seq_len)
+    rep_replaced = word_losses(token_losses(logits, ids), words)[1]
+    gain, ci = paired_mean(rep_replaced - word_losses(intact_ce, words)[1], idx)
+    return {"repeat_gain": gain, "repeat_gain_ci95": ci, "loss_repeat": float(rep_replaced.mean()) if words else
+            float("nan"), "y_active_fraction": y_frac,
+            "definition": "loss(repeat | first occurrence replaced by random letters) - loss(repeat | intact)"}
+
+
 def _decay_rows(table: dict, points: dict) -> list:
     return [{"tau_tokens": t, "settings": origins, "context_benefit": table[f"decay_tau_tokens_{t:g}"]["context_benefit"],
              "context_benefit_ci95": table[f"decay_tau_tokens_{t:g}"]["context_benefit_ci95"],
@@ -159,6 +185,7 @@ def run_memory(net, ids, runs: dict, settings, seq_len: int, rng, log) -> dict:
                                        "repeat": sum(len(w["repeats"]) for w in words)},
         "conditions": {c: (SCRAMBLED if p == "scrambled" else p) for c, p in conds.items()}, "table": table, "dense_intact": dense,
         "decay": _decay_rows(table, points), "hold_time": hold_time(per, decay, baseline, idx),
+        "first_occurrence_replaced": replaced_first_gain(net, sweep_ids, words, ce["intact"], settings, seq_len, idx),
         "baseline": baseline, "lesion": LESION, "n_boot": int(idx.shape[0]),
         "scramble_partner_offset": max(1, n_sweep // 2), "executor": "reference (discrete, multispike)",
     }

@@ -218,6 +218,17 @@ def _memory_table(e2: dict) -> list[str]:
     return lines
 
 
+def _memory_replaced(e2: dict) -> list[str]:
+    r = e2.get("first_occurrence_replaced")
+    if not r:
+        return []
+    return [f"\nEarlier occurrence replaced: intact plasticity on the same passages with the first occurrence of every "
+            "recurring word replaced by random letters of the same case (every other byte as it was: pathway and "
+            f"local context alive, only the earlier occurrence gone). Repeats lose {_ci(r, 'repeat_gain')} nats/byte "
+            f"against intact, paired by word (repeat loss {_f(r['loss_repeat'])}; y active "
+            f"{r['y_active_fraction']:.1%})."]
+
+
 def _memory_decay(e2: dict) -> list[str]:
     lines = ["\nDecay: S is multiplied by exp(-1/tau_tokens) per character. A trace's decay depends on tau_ms / "
              "token_ms only, so the taus in ms and the presentation rates are one axis, tau_tokens; each row lists "
@@ -243,7 +254,7 @@ def _memory_decay(e2: dict) -> list[str]:
 
 def _memory_section(res: dict) -> list[str]:
     e2 = res["experiment2"]
-    return _memory_intro(e2) + _memory_table(e2) + _memory_decay(e2) + _memory_biophysical(e2)
+    return _memory_intro(e2) + _memory_table(e2) + _memory_replaced(e2) + _memory_decay(e2) + _memory_biophysical(e2)
 
 
 def _calibration(r: dict) -> str:

@@ -35,7 +35,12 @@ def claim_a(e2: dict) -> dict:
     if not e2["units"].get("words") or not _finite(num):
         return _verdict("a", NOT_TESTABLE, measure, num, ci, criterion, "no word recurs within a passage of the sweep")
     note = ("" if e2["baseline"] != "frozen_from_start" else
-            "baseline is the pathway lesion (one passage only): the number mixes memory with the pathway")
+            "baseline is the pathway lesion (one passage only): the number mixes memory with the pathway; ")
+    rep = e2.get("first_occurrence_replaced")
+    if rep:
+        lo, hi = rep["repeat_gain_ci95"]
+        note += (f"with the earlier occurrence replaced by random letters repeats lose {rep['repeat_gain']:.3f} "
+                 f"[{lo:.3f}, {hi:.3f}] nats/byte")
     return _verdict("a", SUPPORTED if ci[0] > 0 else NOT_SUPPORTED, measure, num, ci, criterion, note)
 
 
