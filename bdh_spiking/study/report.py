@@ -229,6 +229,11 @@ def _memory_replaced(e2: dict) -> list[str]:
             f"{r['y_active_fraction']:.1%})."]
 
 
+def _tau(v) -> str:
+    """A hold time: inf (not reached within the sweep) is a result here, not a missing value."""
+    return "inf" if isinstance(v, float) and math.isinf(v) else _f(v, 2)
+
+
 def _memory_decay(e2: dict) -> list[str]:
     lines = ["\nDecay: S is multiplied by exp(-1/tau_tokens) per character. A trace's decay depends on tau_ms / "
              "token_ms only, so the taus in ms and the presentation rates are one axis, tau_tokens; each row lists "
@@ -245,8 +250,8 @@ def _memory_decay(e2: dict) -> list[str]:
         cens = f" ({h['tau_half_censored']})" if h.get("tau_half_censored") else ""
         det = h["detectable_from_tau_tokens"]
         lines.append(f"\nHold time against the {h['floor']} floor: the context benefit reaches half the intact one "
-                     f"({_f(h['intact_context_benefit'])}) at tau_half = {_f(h['tau_half_tokens'], 2)} tokens{cens}, 95% "
-                     f"CI [{_f(lo, 2)}, {_f(hi, 2)}] (inf: not reached within the sweep); the smallest tau whose benefit "
+                     f"({_f(h['intact_context_benefit'])}) at tau_half = {_tau(h['tau_half_tokens'])} tokens{cens}, 95% "
+                     f"CI [{_tau(lo)}, {_tau(hi)}] (inf: not reached within the sweep); the smallest tau whose benefit "
                      f"interval lies above the floor: {'none' if det is None else f'{det:g} tokens'}. In ms: tokens x "
                      "token_ms (e.g. x 100 at 10 characters/s): a relabelling, the network has no other clock.")
     return lines + ["\n![benefit vs tau_tokens](memory_vs_tau_tokens.png)\n"]
