@@ -264,7 +264,8 @@ def _memory_section(res: dict) -> list[str]:
 
 def _calibration(r: dict) -> str:
     cal = r.get("calibration") or {}
-    return f"{cal.get('text')} ({cal.get('bytes')} bytes)" if cal else "the conversion's calibration text"
+    return (f"{cal.get('bytes')} bytes of the shipped calibration text, recorded by the conversion as "
+            f"{cal.get('text')!r}" if cal else "the conversion's calibration text")
 
 
 def _rates_tables(e3: dict) -> list[str]:
