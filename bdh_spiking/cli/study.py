@@ -46,7 +46,8 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--taus-ms", type=_float_list, default=None, metavar="T1,T2,...",
                    help="decay time constants in ms (default 300,1000,3000; --quick 200,1000,5000)")
     p.add_argument("--rates", type=_float_list, default=None, metavar="R1,R2,...",
-                   help="presentation rates in characters/s for the token-time sweep (default 5,10,20)")
+                   help="presentation rates in characters/s (default 5,10,20); with --taus-ms they give the decay "
+                        "points tau_tokens = tau_ms x rate / 1000, one axis")
     p.add_argument("--freeze-after", type=_int_list0, default=None, metavar="K1,...", help="default 64")
     p.add_argument("--reset-every", type=_int_list0, default=None, metavar="M1,...", help="default 32")
     p.add_argument("-T", "--timesteps", type=positive_int, default=8)
