@@ -383,3 +383,15 @@ def test_first_occurrence_replacement_touches_only_first_occurrences():
     assert changed and set(changed) <= first_spans  # repeats and every other byte unchanged
     assert bytes(out[0, 18:24].tolist()) == b"Gremio" and bytes(out[0, 26:30].tolist()) == b"good"
     assert all(chr(int(out[0, p])).isupper() == chr(int(ids[0, p])).isupper() for p in first_spans)
+
+
+def test_passage_resampling_is_wider_when_words_share_a_passage_effect():
+    from bdh_spiking.study.memory_stats import passage_cluster_ci
+    from bdh_spiking.study.statistics import bootstrap_indices
+
+    rng = np.random.default_rng(0)
+    passages = np.repeat(np.arange(4), 10)
+    values = 0.1 + rng.normal(0, 0.5, 4)[passages] + rng.normal(0, 0.05, 40)  # a shared effect per passage
+    by_word = study.ci95(values[bootstrap_indices(np.random.default_rng(1), 40, 500)].mean(1))
+    by_passage = passage_cluster_ci(values, passages, np.random.default_rng(1), 500)
+    assert by_passage[1] - by_passage[0] > 2 * (by_word[1] - by_word[0])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from ..progress import bar as tqdm
 
-from .memory_stats import hold_time, paired_analysis
+from .memory_stats import hold_time, intact_cluster_ci, paired_analysis
 
 MIN_WORD_LEN = 4
 BASELINE = "scrambled_context"  # S built from another passage, then read only: pathway alive, content wrong
@@ -185,6 +185,7 @@ def run_memory(net, ids, runs: dict, settings, seq_len: int, rng, log) -> dict:
                                        "repeat": sum(len(w["repeats"]) for w in words)},
         "conditions": {c: (SCRAMBLED if p == "scrambled" else p) for c, p in conds.items()}, "table": table, "dense_intact": dense,
         "decay": _decay_rows(table, points), "hold_time": hold_time(per, decay, baseline, idx),
+        "intact_by_passage": intact_cluster_ci(per, words, baseline, np.random.default_rng([settings.seed, 43])),
         "first_occurrence_replaced": replaced_first_gain(net, sweep_ids, words, ce["intact"], settings, seq_len, idx),
         "baseline": baseline, "lesion": LESION, "n_boot": int(idx.shape[0]),
         "scramble_partner_offset": max(1, n_sweep // 2), "executor": "reference (discrete, multispike)",
