@@ -227,7 +227,8 @@ def _memory_replaced(e2: dict) -> list[str]:
         f"\nResampling whole passages instead of words ({c['passages_with_words']} passages hold recurring words; the "
         f"words of one passage share its S), the intact raw benefit's interval is [{_f(c['raw_benefit_ci95'][0])}, "
         f"{_f(c['raw_benefit_ci95'][1])}] and the context benefit's [{_f(c['context_benefit_ci95'][0])}, "
-        f"{_f(c['context_benefit_ci95'][1])}]."]
+        f"{_f(c['context_benefit_ci95'][1])}]" + (" (too few passages for this interval to mean much)."
+                                                 if c["passages_with_words"] < 10 else ".")]
     return by_passage + [f"\nEarlier occurrence replaced: intact plasticity on the same passages with the first occurrence of every "
             "recurring word replaced by random letters of the same case (every other byte as it was: pathway and "
             f"local context alive, only the earlier occurrence gone). Repeats lose {_ci(r, 'repeat_gain')} nats/byte "
