@@ -183,7 +183,8 @@ def run_memory(net, ids, runs: dict, settings, seq_len: int, rng, log) -> dict:
     return {
         "passages": n_sweep, "units": {"words": len(words), "first": len(words),
                                        "repeat": sum(len(w["repeats"]) for w in words)},
-        "conditions": {c: (SCRAMBLED if p == "scrambled" else p) for c, p in conds.items()}, "table": table, "dense_intact": dense,
+        "conditions": {c: (SCRAMBLED if p == "scrambled" else p) for c, p in conds.items()},
+        "table": table, "dense_intact": dense,
         "decay": _decay_rows(table, points), "hold_time": hold_time(per, decay, baseline, idx),
         "intact_by_passage": intact_cluster_ci(per, words, baseline, np.random.default_rng([settings.seed, 43])),
         "first_occurrence_replaced": replaced_first_gain(net, sweep_ids, words, ce["intact"], settings, seq_len, idx),
