@@ -174,15 +174,17 @@ def test_freezing_removes_the_context_benefit_on_a_copy_task():
     net = bs.convert(model, calibration=bytes(calib[:, :64].astype(np.uint8).ravel()))
     seqs, periods = copy_task(8, np.random.default_rng(2))  # other strings than the calibration's
     ids = torch.from_numpy(seqs[:, :64])
-    # targets: byte p predicted from p-1; a repeat's first byte (p = period) has no predecessor to look up
-    units = {"first": [(b, list(range(1, p))) for b, p in enumerate(periods)],
-             "repeat": [(b, list(range(p + 1, 64))) for b, p in enumerate(periods)]}
+    # one pairing unit per string: its first pass and its repeats (byte p predicted from p-1; a
+    # repeat's first byte, p = period, has no predecessor to look up)
+    words = [{"passage": b, "first": list(range(1, p)),
+              "repeats": [list(range(s + 1, min(s + p, 64))) for s in range(p, 64 - 1, p)]}
+             for b, p in enumerate(periods)]
     conds = {"intact": None, "frozen_from_start": {"freeze_after": 0}, "reset_every_4": {"reset_every": 4}}
     ce = {name: study.token_losses(bs.simulate(net, ids, timesteps=8, plasticity=p).logits, ids)
           for name, p in conds.items()}
     with torch.no_grad():
         ce["dense"] = study.token_losses(model(ids)[0], ids)
-    table = study.memory_table(ce, units, "frozen_from_start", np.random.default_rng(0), n_boot=200)
+    table = study.memory_table(ce, words, "frozen_from_start", np.random.default_rng(0), n_boot=200)
     intact, frozen, reset = table["intact"], table["frozen_from_start"], table["reset_every_4"]
     assert intact["raw_benefit_ci95"][0] > 1.0, intact  # copying works in the spiking network
     assert intact["context_benefit_ci95"][0] > 1.0
@@ -334,3 +336,147 @@ def test_quick_run_with_the_biophysical_window(run_cli, tmp_path):
     for fig in ("biophysical_raster.png", "biophysical_weights.png"):
         assert fig in res["figures"] and (out_dir / fig).stat().st_size > 1000 and fig in report
     assert out.splitlines() == study.summary_lines(res)
+
+
+def _paired_losses(n_words=40, effect=0.2, spread=1.0, noise=0.05, seed=0):
+    """Per-token losses of n_words words (one passage each, first occurrence at bytes 1-4, one repeat
+    at 11-14): word difficulty varies a lot between words (spread), the repeat is easier by `effect`
+    inside every word; a second condition ('none') has no effect."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(3.0, spread, n_words)
+    words = [{"passage": b, "first": [1, 2, 3, 4], "repeats": [[11, 12, 13, 14]]} for b in range(n_words)]
+    ce = {c: np.full((n_words, 16), np.nan) for c in ("intact", "none")}
+    for c, eff in (("intact", effect), ("none", 0.0)):
+        ce[c][:, 1:5] = difficulty[:, None] + rng.normal(0, noise, (n_words, 4))
+        ce[c][:, 11:15] = difficulty[:, None] - eff + rng.normal(0, noise, (n_words, 4))
+    return ce, words
+
+
+def test_paired_bootstrap_finds_a_paired_effect_the_unpaired_one_misses():
+    ce, words = _paired_losses()
+    table = study.memory_table(ce, words, "none", np.random.default_rng(0), n_boot=500)
+    row = table["intact"]
+    lo, hi = row["raw_benefit_ci95"]
+    assert 0.15 < lo < 0.2 < hi < 0.25, row  # the known within-word effect, tightly
+    ulo, uhi = row["raw_benefit_unpaired_ci95"]
+    assert ulo < 0 < uhi and (uhi - ulo) > 5 * (hi - lo), row  # resampled independently: wide, includes 0
+    clo, chi = row["context_benefit_ci95"]
+    assert 0.1 < clo < 0.2 < chi  # against the no-effect condition, word by word
+    assert table["none"]["context_benefit"] == 0.0 and table["none"]["context_benefit_ci95"] == [0.0, 0.0]
+
+
+def test_hold_time_against_the_floor():
+    """Decay conditions whose benefit grows as tau / (tau + 4): tau_half near 4 tokens, with an interval;
+    when the intact benefit is not above the floor, no hold time is claimed."""
+    ce, words = _paired_losses(effect=0.4)
+    rng = np.random.default_rng(3)
+    decay = {}
+    for tau in (1.0, 2.0, 4.0, 8.0, 16.0, 64.0):
+        name = f"decay_tau_tokens_{tau:g}"
+        decay[name] = tau
+        c = ce["none"].copy()
+        c[:, 11:15] -= 0.4 * tau / (tau + 4.0) + rng.normal(0, 0.05, (len(words), 4))
+        ce[name] = c
+    _, per, idx = study.paired_analysis(ce, words, "none", np.random.default_rng(0), n_boot=300)
+    h = study.hold_time(per, decay, "none", idx)
+    assert h["intact_above_floor"] and 3.0 < h["tau_half_tokens"] < 5.5, h
+    lo, hi = h["tau_half_tokens_ci95"]
+    assert lo <= h["tau_half_tokens"] <= hi and hi - lo < 4.0
+    assert h["detectable_from_tau_tokens"] == 1.0  # tau 1 already holds 0.08 nats, well above the floor
+    null_ce, _ = _paired_losses(effect=0.0, seed=1)
+    null_ce.update({n: null_ce["none"].copy() for n in decay})
+    _, per0, idx0 = study.paired_analysis(null_ce, words, "none", np.random.default_rng(0), n_boot=300)
+    h0 = study.hold_time(per0, decay, "none", idx0)
+    assert h0["tau_half_tokens"] is None and "floor" in h0["why_none"]
+    assert study.tau_half(np.array([1.0, 2.0]), np.array([0.0, 0.1]), 1.0) == float("inf")  # never reached
+    assert study.tau_half(np.array([1.0, 2.0]), np.array([0.6, 0.9]), 1.0) == 1.0  # already there: upper bound
+
+
+def test_raster_keeps_multispike_counts_and_samples_every_head(model_factory):
+    """The raster's events are per-step counts (up to K, not one tick), drawn with those counts, at
+    i * token_ms + s * dt_ms, from neurons of every layer and head; their sums are the run's counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bdh_spiking.conversion import convert
+    from bdh_spiking.semantics import fold_weights
+    from bdh_spiking.study.figures import raster_artists
+    from bdh_spiking.study.rates import raster_spikes
+
+    model = model_factory(seed=2, n_layer=2, n_embd=16, mlp_internal_dim_multiplier=4)
+    rng = np.random.default_rng(0)
+    net = convert(model, calibration=bytes(rng.integers(97, 123, size=128).astype(np.uint8)))
+    ids = torch.tensor(list(b"the cat sat on the mat, the end")).view(1, -1)
+    s = study.StudySettings(out="unused", timesteps=4, max_spikes=4, token_ms=50.0, dt_ms=2.0, seed=3)
+    w = fold_weights(net, torch.device("cpu"), torch.float64)
+    act = study.spiking_activity(net, ids, w, s)
+    r = raster_spikes(act, net, w, s, ids.shape[1])
+    assert r.count_check_max_diff == 0
+    assert {row[:2] for row in r.rows} == {(layer, h) for layer in range(2) for h in range(net.dims.H)}
+    assert r.counts.max() > 1 and r.counts.min() >= 1 and r.counts.max() <= 4
+    steps = np.round((r.times % s.token_ms - 0.5 * s.dt_ms) / s.dt_ms)
+    assert set(steps.tolist()) <= set(range(s.timesteps)) and r.times.max() < r.n_tokens * s.token_ms
+    fig, ax = plt.subplots()
+    coll = raster_artists(ax, r)
+    assert np.array_equal(np.asarray(coll.get_array()), r.counts)  # colour = count
+    assert np.array_equal(coll.get_offsets()[:, 0], r.times)
+    assert len(set(np.asarray(coll.get_sizes()).tolist())) > 1  # size = count too
+    plt.close(fig)
+
+
+def _verdict_inputs(ctx_ci, words=5, dense_ci=(0.29, 0.31)):
+    e2 = {"table": {"intact": {"context_benefit": sum(ctx_ci) / 2, "context_benefit_ci95": list(ctx_ci)}},
+          "units": {"words": words}, "baseline": "scrambled_context", "hold_time": {"tau_half_tokens": None,
+                                                                                     "why_none": "x"}}
+    e3 = {"sparsity": {"paper_reference": 0.05, "dense_x_active_fraction": sum(dense_ci) / 2,
+                       "dense_x_active_fraction_ci95": list(dense_ci), "spiking_x_active_fraction": 0.3,
+                       "spiking_x_active_fraction_ci95": [0.28, 0.32]},
+          "rates": {"token_ms": 100.0, "x": {"mean_hz": 36.0, "mean_spikes_per_token": 3.6,
+                                              "in_cortical_band_fraction": 0.2}}}
+    e1 = {"variants": {"spiking": {"increments": {"per_concept": {"A": {"selective": 7}}}}}}
+    return {"experiment1": e1, "experiment2": e2, "experiment3": e3}
+
+
+def test_verdict_logic():
+    from bdh_spiking.study.verdicts import verdicts
+
+    v = verdicts(_verdict_inputs((0.05, 0.3), dense_ci=(0.03, 0.07)))
+    assert v["a"]["verdict"] == "supported" and v["a"]["ci95"] == [0.05, 0.3]
+    assert v["c"]["verdict"] == "supported"
+    assert v["b"]["verdict"] == "not testable here" and v["b"]["number"] == 7  # null does not control the byte
+    assert v["d"]["verdict"] == "not testable here"
+    v = verdicts(_verdict_inputs((-0.1, 0.3)))
+    assert v["a"]["verdict"] == "not supported" and v["c"]["verdict"] == "not supported"
+    assert verdicts(_verdict_inputs((0.05, 0.06), dense_ci=(0.08, 0.11)))["c"]["verdict"] == "not supported"
+    assert verdicts(_verdict_inputs((0.1, 0.2), words=0))["a"]["verdict"] == "not testable here"
+    res = _verdict_inputs((0.1, 0.2))
+    res["selectivity"] = {"null": "labels permuted within byte", "discoveries": 12, "decoy_discoveries_mean": 0.5}
+    assert verdicts(res)["b"]["verdict"] == "supported"
+    res["selectivity"]["discoveries"] = 0
+    assert verdicts(res)["b"]["verdict"] == "not supported"
+
+
+def test_first_occurrence_replacement_touches_only_first_occurrences():
+    text = b"Gremio said: good Gremio, good morrow."
+    ids = torch.tensor(list(text)).view(1, -1)
+    words = study.collect_words(ids)
+    out = study.replace_first_occurrences(ids, words, seed=0)
+    changed = np.nonzero((out != ids).numpy()[0])[0].tolist()
+    first_spans = {p for w in words for p in range(w["first"][0] - 1, w["first"][-1] + 1)}
+    assert changed and set(changed) <= first_spans  # repeats and every other byte unchanged
+    assert bytes(out[0, 18:24].tolist()) == b"Gremio" and bytes(out[0, 26:30].tolist()) == b"good"
+    assert all(chr(int(out[0, p])).isupper() == chr(int(ids[0, p])).isupper() for p in first_spans)
+
+
+def test_passage_resampling_is_wider_when_words_share_a_passage_effect():
+    from bdh_spiking.study.memory_stats import passage_cluster_ci
+    from bdh_spiking.study.statistics import bootstrap_indices
+
+    rng = np.random.default_rng(0)
+    passages = np.repeat(np.arange(4), 10)
+    values = 0.1 + rng.normal(0, 0.5, 4)[passages] + rng.normal(0, 0.05, 40)  # a shared effect per passage
+    by_word = study.ci95(values[bootstrap_indices(np.random.default_rng(1), 40, 500)].mean(1))
+    by_passage = passage_cluster_ci(values, passages, np.random.default_rng(1), 500)
+    assert by_passage[1] - by_passage[0] > 2 * (by_word[1] - by_word[0])

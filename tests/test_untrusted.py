@@ -332,12 +332,14 @@ def test_plots_are_staged_and_nan_is_null_in_json(tmp_path):
 
 
 def test_memory_figure_with_one_tau_is_linear_not_log(tmp_path):
-    from bdh_spiking.study.figures import _Figures, _memory_curves
+    from bdh_spiking.study.figures import _Figures, _memory_curve
 
     figs = _Figures(tmp_path)
-    rows = [{"token_ms": 100.0, "tau_ms": 1000.0, "context_benefit": float("nan")}]
-    _memory_curves(figs, {"experiment2": {"decay": rows, "table": {"intact": {"context_benefit": 0.1}}}})
-    assert figs.files == ["memory_vs_tau.png", "memory_vs_token_time.png"]
+    nan = float("nan")
+    rows = [{"tau_tokens": 10.0, "context_benefit": nan, "context_benefit_ci95": [nan, nan]}]
+    _memory_curve(figs, {"experiment2": {"decay": rows, "baseline": "scrambled_context", "hold_time": {},
+                                         "table": {"intact": {"context_benefit": 0.1, "context_benefit_ci95": [0, 0.2]}}}})
+    assert figs.files == ["memory_vs_tau_tokens.png"]
     assert all((tmp_path / n).stat().st_size > 0 for n in figs.files)
 
 

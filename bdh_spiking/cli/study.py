@@ -44,9 +44,10 @@ def study_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-ms", type=positive_float, default=100.0, help="presentation time of one character in ms (default 100)")
     p.add_argument("--dt-ms", type=positive_float, default=1.0, help="simulation step in ms (default 1, as the brian2 clock)")
     p.add_argument("--taus-ms", type=_float_list, default=None, metavar="T1,T2,...",
-                   help="decay time constants in ms (default 300,1000,3000)")
+                   help="decay time constants in ms (default 300,1000,3000; --quick 200,1000,5000)")
     p.add_argument("--rates", type=_float_list, default=None, metavar="R1,R2,...",
-                   help="presentation rates in characters/s for the token-time sweep (default 5,10,20)")
+                   help="presentation rates in characters/s (default 5,10,20); with --taus-ms they give the decay "
+                        "points tau_tokens = tau_ms x rate / 1000, one axis")
     p.add_argument("--freeze-after", type=_int_list0, default=None, metavar="K1,...", help="default 64")
     p.add_argument("--reset-every", type=_int_list0, default=None, metavar="M1,...", help="default 32")
     p.add_argument("-T", "--timesteps", type=positive_int, default=8)
@@ -129,7 +130,7 @@ def main(argv=None):
         quick=q, timesteps=args.timesteps, max_spikes=args.max_spikes, seq_len=args.seq_len if not q else min(args.seq_len, 128),
         max_tokens=args.max_tokens or (256 if q else 4096), sweep_tokens=args.sweep_tokens or (256 if q else 4096),
         token_ms=args.token_ms, dt_ms=args.dt_ms,
-        taus_ms=tuple(args.taus_ms or ((1000.0,) if q else (300.0, 1000.0, 3000.0))),
+        taus_ms=tuple(args.taus_ms or ((200.0, 1000.0, 5000.0) if q else (300.0, 1000.0, 3000.0))),
         rates_cps=tuple(args.rates or ((10.0,) if q else (5.0, 10.0, 20.0))),
         freeze_after=tuple(args.freeze_after or ((32,) if q else (64,))),
         reset_every=tuple(args.reset_every or (32,)),

@@ -4,8 +4,8 @@
    residual synapses S and of the read-path neuron-to-neuron state sigma = E_v^T S, and of their
    factors; a stratified rank statistic against a concept's presence, labels permuted within byte
    strata, maxT family-wise (``statistics``); how much of the y drive sigma explains (``sigma``).
-2. Is the memory in the synapses? (``memory``): next-byte loss on repeated words under intact,
-   frozen, reset and decaying plasticity.
+2. Is the memory in the synapses? (``memory``, ``memory_stats``): next-byte loss on repeated words,
+   paired by word, against a scrambled context; lesion, frozen, reset and decaying plasticity.
 3. Is the activity biological? (``rates``): firing rates in Hz, silent fractions, sparsity.
 The brian2 biophysical network repeats a short window of each (``biophysical``). ``runner`` runs
 them in order; ``figures`` draws, ``report`` writes results.json and report.md from it.
@@ -19,7 +19,9 @@ from .biophysical import biophysical_runs, biophysical_status, passage_window
 from .concept_test import ProductFamily, family_scores, prepare_labels, run_concept_test, summarize_family
 from .concepts import (DEFAULT_CONCEPTS, concept_forms, concept_labels, concept_occurrences, concept_pattern,
                        form_counts, load_inputs, parse_concepts)
-from .memory import MIN_WORD_LEN, collect_units, memory_table, token_losses, unit_losses, word_units
+from .memory import (BASELINE, LESION, MIN_WORD_LEN, collect_words, replace_first_occurrences, token_losses,
+                     word_groups, word_units)
+from .memory_stats import ci95, hold_time, memory_table, paired_analysis, tau_half, unpaired_difference
 from .rates import CORTEX_BAND_HZ, CORTEX_REFERENCES, PAPER_SPARSITY, rates_summary
 from .report import render_report, summary_lines
 from .runner import run_study
@@ -38,7 +40,9 @@ __all__ = [
     "top_overlap", "weight_trajectory", "concept_forms", "form_counts", "ProductFamily", "family_scores",
     "prepare_labels", "run_concept_test", "summarize_family", "read_path_sigma", "byte_strata", "centered_ranks",
     "dense_codes", "maxt_adjusted", "stratified_label", "stratified_scores",
-    "synapse_of", "increment_scores", "MIN_WORD_LEN", "word_units", "token_losses", "unit_losses", "collect_units",
-    "memory_table", "CORTEX_REFERENCES", "CORTEX_BAND_HZ", "PAPER_SPARSITY", "rates_summary", "biophysical_status",
+    "synapse_of", "increment_scores", "MIN_WORD_LEN", "word_units", "token_losses", "word_groups", "collect_words",
+    "memory_table", "paired_analysis", "hold_time", "tau_half", "ci95", "unpaired_difference", "BASELINE", "LESION",
+    "replace_first_occurrences", "CORTEX_REFERENCES", "CORTEX_BAND_HZ", "PAPER_SPARSITY", "rates_summary",
+    "biophysical_status",
     "passage_window", "biophysical_runs",
 ]

@@ -186,15 +186,16 @@ def _headline(out: dict, layers: list, n_shifts: int) -> None:
     """layer-0 discoveries, total discoveries and the mean decoy discoveries (main null), summed over
     runs, families, levels and concepts."""
     main = STRATA[0]
-    total, layer0, per_shift = 0, 0, np.zeros(n_shifts)
+    total, layer0, per_shift, stricter = 0, 0, np.zeros(n_shifts), 0
     for run in out["runs"].values():
         for fam in run.values():
             for level in ("factors", "synapses"):
                 for d in fam[level]["per_concept"].values():
                     total += d[main]["discoveries"]
+                    stricter += d.get(STRATA[1], {}).get("discoveries", 0)
                     layer0 += d[main]["per_layer"].get("0", 0) if 0 in layers else 0
                     per_shift += np.asarray(d["decoy"]["discoveries_per_shift"], dtype=float)
-    out.update(discoveries=int(total), layer0_discoveries=int(layer0),
+    out.update(discoveries=int(total), discoveries_bigram_null=int(stricter), layer0_discoveries=int(layer0),
                decoy_discoveries_per_shift=[int(v) for v in per_shift],
                decoy_discoveries_mean=float(per_shift.mean()) if n_shifts else 0.0)
 

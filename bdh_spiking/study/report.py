@@ -56,6 +56,8 @@ def summary_lines(results: dict) -> list[str]:
     sp = results["experiment3"]["sparsity"]
     lines.append(f"exp3 dense sparsity: x active={_f(sp['dense_x_active_fraction'], 4)} "
                  f"gated active={_f(sp['dense_gated_active_fraction'], 4)}")
+    for key, v in results.get("verdicts", {}).items():
+        lines.append(f"claim ({key}): {v['verdict']}: {v['measure']} = {_number(v)}")
     return lines
 
 
@@ -192,7 +194,21 @@ def _selectivity_biophysical(res: dict) -> list[str]:
 def _selectivity_section(res: dict) -> list[str]:
     return (_selectivity_intro(res) + _selectivity_tables(res) + _selectivity_overlap(res)
             + _selectivity_biophysical(res)
-            + ["\n![selective synapses](selectivity_counts.png)\n", "![weight trajectories](trajectories.png)\n"])
+            + ["\n![selective synapses](selectivity_counts.png)\n"] + _increments_figure(res))
+
+
+def _increments_figure(res: dict) -> list[str]:
+    inc = res.get("increments_figure") or {}
+    if not inc.get("concepts"):
+        return []
+    lines = [f"Increments figure: {inc['quantity']}, the quantity experiment 1 scores, for each concept's top synapses "
+             f"and a {inc['rule']}. Mean increment inside / outside the concept's bytes (whole run):\n",
+             "| concept | top synapse | in | out | control synapse | in | out |", "|---|---|---|---|---|---|---|"]
+    for c, d in inc["concepts"].items():
+        t, k = d["top"][0], d["control"]
+        lines.append(f"| {c!r} | {t['synapse']} | {_f(t['mean_in_concept'])} | {_f(t['mean_outside'])} | "
+                     f"{k['synapse']} | {_f(k['mean_in_concept'])} | {_f(k['mean_outside'])} |")
+    return lines + ["\n![increments](increments.png)\n"]
 
 
 def _memory_biophysical(e2: dict) -> list[str]:
@@ -212,35 +228,106 @@ def _memory_biophysical(e2: dict) -> list[str]:
     return lines + [""]
 
 
+def _ci(r: dict, key: str) -> str:
+    lo, hi = r[f"{key}_ci95"]
+    return f"{_f(r[key])} [{_f(lo)}, {_f(hi)}]"
+
+
+def _memory_intro(e2: dict) -> list[str]:
+    u = e2["units"]
+    return [
+        "## 2. Is the memory in the synapses?\n",
+        f"{e2['passages']} passages; {u['words']} words of >= {MIN_WORD_LEN} letters recur (byte-identical) within a "
+        f"passage, with {u['repeat']} repeats. The unit of analysis is the word: its first occurrence's loss and the "
+        "mean loss of its repeats, on the same bytes (a unit's letters after its first). raw benefit = loss(first) - "
+        f"loss(repeat), paired within each word; context benefit = a condition's raw benefit minus the baseline's for "
+        f"the same word. Baseline: **{e2['baseline']}** ({e2['conditions'].get(e2['baseline'], '')}). "
+        f"{e2['lesion']} (S = 0: the y neurons are silent, a lesion of the whole read-out pathway, not of memory "
+        "alone) is kept as a labelled lesion. 95% intervals: percentile bootstrap over words "
+        f"({e2['n_boot']} resamples), one resample shared by every condition (paired); the last column is the "
+        f"raw benefit's interval when first occurrences and repeats are resampled independently. Executor: "
+        f"{e2['executor']}.\n",
+    ]
+
+
+def _memory_table(e2: dict) -> list[str]:
+    lines = ["| condition | y active | loss all | loss first | loss repeat | raw benefit [95% CI] | context benefit "
+             "[95% CI] | repeat gain vs baseline [95% CI] | raw benefit, unpaired CI |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for cname, r in list(e2["table"].items()) + [("dense (intact, float64)", e2["dense_intact"])]:
+        y = r.get("y_active_fraction")
+        lines.append(f"| {cname} | {'-' if y is None else f'{y:.1%}'} | {_f(r['loss_all'])} | {_f(r['loss_first'])} | "
+                     f"{_f(r['loss_repeat'])} | {_ci(r, 'raw_benefit')} | {_ci(r, 'context_benefit')} | "
+                     f"{_ci(r, 'repeat_gain_vs_baseline')} | [{_f(r['raw_benefit_unpaired_ci95'][0])}, "
+                     f"{_f(r['raw_benefit_unpaired_ci95'][1])}] |")
+    return lines
+
+
+def _memory_replaced(e2: dict) -> list[str]:
+    r = e2.get("first_occurrence_replaced")
+    if not r:
+        return []
+    c = e2.get("intact_by_passage")
+    by_passage = [] if not c else [
+        f"\nResampling whole passages instead of words ({c['passages_with_words']} passages hold recurring words; the "
+        f"words of one passage share its S), the intact raw benefit's interval is [{_f(c['raw_benefit_ci95'][0])}, "
+        f"{_f(c['raw_benefit_ci95'][1])}] and the context benefit's [{_f(c['context_benefit_ci95'][0])}, "
+        f"{_f(c['context_benefit_ci95'][1])}]" + (" (too few passages for this interval to mean much)."
+                                                 if c["passages_with_words"] < 10 else ".")]
+    return by_passage + [f"\nEarlier occurrence replaced: intact plasticity on the same passages with the first occurrence of every "
+            "recurring word replaced by random letters of the same case (every other byte as it was: pathway and "
+            f"local context alive, only the earlier occurrence gone). Repeats lose {_ci(r, 'repeat_gain')} nats/byte "
+            f"against intact, paired by word (repeat loss {_f(r['loss_repeat'])}; y active "
+            f"{r['y_active_fraction']:.1%})."]
+
+
+def _tau(v) -> str:
+    """A hold time: inf (not reached within the sweep) is a result here, not a missing value."""
+    return "inf" if isinstance(v, float) and math.isinf(v) else _f(v, 2)
+
+
+def _memory_decay(e2: dict) -> list[str]:
+    lines = ["\nDecay: S is multiplied by exp(-1/tau_tokens) per character. A trace's decay depends on tau_ms / "
+             "token_ms only, so the taus in ms and the presentation rates are one axis, tau_tokens; each row lists "
+             "the (characters/s, tau ms) settings that map onto it.\n",
+             "| tau tokens | settings (chars/s: tau ms) | context benefit [95% CI] |", "|---|---|---|"]
+    for r in e2["decay"]:
+        st = ", ".join(f"{o['chars_per_s']:g}: {o['tau_ms']:g}" for o in r["settings"])
+        lines.append(f"| {r['tau_tokens']:g} | {st} | {_ci(r, 'context_benefit')} |")
+    h = e2["hold_time"]
+    if h.get("tau_half_tokens") is None:
+        lines.append(f"\nHold time: not measured: {h['why_none']}.")
+    else:
+        lo, hi = h["tau_half_tokens_ci95"]
+        cens = f" ({h['tau_half_censored']})" if h.get("tau_half_censored") else ""
+        det = h["detectable_from_tau_tokens"]
+        lines.append(f"\nHold time against the {h['floor']} floor: the context benefit reaches half the intact one "
+                     f"({_f(h['intact_context_benefit'])}) at tau_half = {_tau(h['tau_half_tokens'])} tokens{cens}, 95% "
+                     f"CI [{_tau(lo)}, {_tau(hi)}] (inf: not reached within the sweep); the smallest tau whose benefit "
+                     f"interval lies above the floor: {'none' if det is None else f'{det:g} tokens'}. In ms: tokens x "
+                     "token_ms (e.g. x 100 at 10 characters/s): a relabelling, the network has no other clock.")
+    return lines + ["\n![benefit vs tau_tokens](memory_vs_tau_tokens.png)\n"]
+
+
 def _memory_section(res: dict) -> list[str]:
     e2 = res["experiment2"]
-    lines = ["## 2. Is the memory in the synapses?\n",
-             f"{e2['passages']} passages; units: {e2['units']['first']} first occurrences and {e2['units']['repeat']} "
-             f"repeats of words of >= {MIN_WORD_LEN} letters recurring (byte-identical) within a passage; the targets "
-             "are a unit's letters after its first. raw benefit = loss(first) - loss(repeat); context benefit = raw "
-             "benefit minus that of the network frozen from the start (no synaptic memory at all), so it is 0 for "
-             "that condition by definition. 95% intervals: bootstrap over units (500 resamples). Executor: "
-             f"{e2['executor']}.\n",
-             "| condition | loss all | loss first | loss repeat | raw benefit [95% CI] | context benefit [95% CI] |",
-             "|---|---|---|---|---|---|"]
-    for cname, r in list(e2["table"].items()) + [("dense (intact, float64)", e2["dense_intact"])]:
-        lines.append(
-            f"| {cname} | {_f(r['loss_all'])} | {_f(r['loss_first'])} | {_f(r['loss_repeat'])} | "
-            f"{_f(r['raw_benefit'])} [{_f(r['raw_benefit_ci95'][0])}, {_f(r['raw_benefit_ci95'][1])}] | "
-            f"{_f(r['context_benefit'])} [{_f(r['context_benefit_ci95'][0])}, {_f(r['context_benefit_ci95'][1])}] |")
-    lines += ["\nDecay sweep (tau_tokens = tau_ms / token_ms):\n",
-              "| characters/s | token ms | tau ms | tau tokens | context benefit |", "|---|---|---|---|---|"]
-    for r in e2["decay"]:
-        lines.append(f"| {r['chars_per_s']:g} | {r['token_ms']:g} | {r['tau_ms']:g} | {r['tau_tokens']:g} | "
-                     f"{_f(r['context_benefit'])} |")
-    lines.append("\n![benefit vs tau](memory_vs_tau.png) ![benefit vs token time](memory_vs_token_time.png)\n")
-    return lines + _memory_biophysical(e2)
+    return _memory_intro(e2) + _memory_table(e2) + _memory_replaced(e2) + _memory_decay(e2) + _memory_biophysical(e2)
+
+
+def _calibration(r: dict) -> str:
+    cal = r.get("calibration") or {}
+    return (f"{cal.get('bytes')} bytes of the shipped calibration text, recorded by the conversion as "
+            f"{cal.get('text')!r}" if cal else "the conversion's calibration text")
 
 
 def _rates_tables(e3: dict) -> list[str]:
     r = e3["rates"]
     lines = [f"Source: {r['source']} run. Conversion: {r['conversion']} with token_ms = {r['token_ms']:g} "
-             f"(at most {r['max_possible_hz']:g} Hz: T*K spikes per token).\n",
+             f"(at most {r['max_possible_hz']:g} Hz: T*K spikes per token). **The Hz are set by two choices, not "
+             f"measured in time**: the token time (rates scale as 1/token_ms) and the spike counts per character, "
+             f"which the conversion's thresholds set (calibrated on {_calibration(r)}); per character an x neuron "
+             f"fires {_f(r['x']['mean_spikes_per_token'], 2)} spikes on average, a y neuron "
+             f"{_f(r['y']['mean_spikes_per_token'], 2)}, whatever token_ms is.\n",
              "| population | mean Hz | median Hz | p90 Hz | max Hz | never fire | silent per token | in 0.1-10 Hz |",
              "|---|---|---|---|---|---|---|---|"]
     for pop in ("x", "y"):
@@ -263,19 +350,32 @@ def _rates_tables(e3: dict) -> list[str]:
     return lines
 
 
+def _pci(sp: dict, run: str) -> str:
+    ci = sp.get(f"{run}_x_active_fraction_ci95")
+    return f" [95% CI over {sp['passages']} passages: {ci[0]:.1%}, {ci[1]:.1%}]" if ci else ""
+
+
 def _rates_section(res: dict) -> list[str]:
     e3 = res["experiment3"]
     sp = e3["sparsity"]
     lines = ["## 3. Is the activity biological?\n"] + _rates_tables(e3)
-    lines += [f"\nDense activation sparsity: x neurons > 0 in {sp['dense_x_active_fraction']:.1%} of (neuron, token) "
+    lines += [f"\nDense activation sparsity: x neurons > 0 in {sp['dense_x_active_fraction']:.1%}{_pci(sp, 'dense')} of "
+              "(neuron, token) "
               f"(per layer {', '.join(f'{v:.1%}' for v in sp['dense_x_active_fraction_per_layer'])}); gated values > 0: "
-              f"{sp['dense_gated_active_fraction']:.1%}; spiking x active {sp['spiking_x_active_fraction']:.1%}, "
+              f"{sp['dense_gated_active_fraction']:.1%}; spiking x active {sp['spiking_x_active_fraction']:.1%}"
+              f"{_pci(sp, 'spiking')}, "
               f"y active {sp['spiking_y_active_fraction']:.1%}. The BDH paper reports ~{sp['paper_reference']:.0%} "
               "active neurons for its trained models.\n",
               "Cortical reference points (sources checked):\n"]
     lines += [f"- {ref['source']}: {ref['claim']}." for ref in e3["cortex_references"]]
-    lines += [f"\nRaster: exact per-step spikes recomputed from the recorded currents (max count difference against "
-              f"the run: {e3.get('raster_count_check_max_diff', 'n/a')}).\n",
+    ra = e3.get("raster", {})
+    lines += [f"\nRaster: exact per-step spike counts (colour and size: 1..K spikes in the step) recomputed from the "
+              f"recorded currents with the executor's neuron update (max count difference against the run: "
+              f"{e3.get('raster_count_check_max_diff', 'n/a')}); {len(ra.get('neurons', []))} x neurons, "
+              f"{ra.get('sampling')}; step s of character i drawn at i x {ra.get('token_ms', 0):g} ms + s x "
+              f"{ra.get('step_ms', 0):g} ms (the T steps fill the start of each character, the rest is silent). "
+              f"Active (neuron, character) in the sample: {ra.get('sample_active_fraction', float('nan')):.1%}, "
+              f"in all x neurons on the same characters: {ra.get('population_active_fraction', float('nan')):.1%}.\n",
               "![rates](rates_hist.png)\n\n![raster](raster.png)\n"]
     if "biophysical_raster.png" in res.get("figures", []):
         lines.append("brian2 biophysical network on its window: spike raster of the first neurons of head 0 in every "
@@ -285,9 +385,29 @@ def _rates_section(res: dict) -> list[str]:
     return lines
 
 
+def _number(v: dict) -> str:
+    num = v["number"]
+    text = _f(num, 4) if isinstance(num, float) else str(num)
+    return text + (f" [95% CI {_f(v['ci95'][0], 4)}, {_f(v['ci95'][1], 4)}]" if v.get("ci95") else "")
+
+
+def _verdicts_section(res: dict) -> list[str]:
+    vs = res.get("verdicts")
+    if not vs:
+        return []
+    lines = ["## Verdicts on the paper's claims\n",
+             "One line per claim of the BDH paper (docs/study.md states them and the criteria); every number is "
+             "this run's.\n", "| claim | verdict | measure | number | criterion | note |", "|---|---|---|---|---|---|"]
+    for key, v in vs.items():
+        lines.append(f"| ({key}) {v['claim']} | **{v['verdict']}** | {v['measure']} | {_number(v)} | {v['criterion']} | "
+                     f"{v['note'] or '-'} |")
+    return lines + [""]
+
+
 def render_report(res: dict) -> str:
     """report.md from results.json's content alone."""
-    return "\n".join(_header(res) + _selectivity_section(res) + _memory_section(res) + _rates_section(res)) + "\n"
+    return "\n".join(_header(res) + _verdicts_section(res) + _selectivity_section(res) + _memory_section(res)
+                     + _rates_section(res)) + "\n"
 
 
 def _jsonable(obj):

@@ -14,13 +14,15 @@ from .activity import dense_activity, spiking_activity
 from .biophysical import biophysical_runs, biophysical_status, experiment_parts
 from .concepts import StudyInputs, form_counts, load_inputs
 from .figures import write_figures
+from .increments import increment_panels, top_synapses
 from .memory import run_memory
 from .rates import raster_spikes, run_rates
 from .report import write_results
 from .concept_test import legacy_variants, run_concept_test
-from .selectivity import top_overlap, top_trajectories
+from .selectivity import top_overlap
 from .sigma import read_path_sigma
 from .settings import Log, StudySettings
+from .verdicts import verdicts
 
 
 def _model_and_network(settings: StudySettings, log: Log):
@@ -132,7 +134,8 @@ def run_study(settings: StudySettings, log: Log = print) -> dict:
 
     exp1 = _experiment1(runs, inputs, ids, model, freqs, settings, rng, timed)
     results["selectivity"], results["sigma"] = exp1.pop("selectivity"), exp1.pop("sigma")
-    traj = top_trajectories(exp1, runs["spiking"], inputs.concepts, inputs.seq_len, freqs)
+    traj, results["increments_figure"] = increment_panels(runs["spiking"], top_synapses(exp1, inputs.concepts),
+                                                          inputs.labels, inputs.concepts, settings.seed)
     results["experiment1"] = exp1
     timed("experiment 2")
     results["experiment2"] = run_memory(net, ids, runs, settings, inputs.seq_len, rng, log)
@@ -142,10 +145,17 @@ def run_study(settings: StudySettings, log: Log = print) -> dict:
     exp1["biophysical"] = parts["experiment1"]
 
     timed("experiment 3 and figures")
-    results["experiment3"], rates = run_rates(runs, settings)
+    results["experiment3"], rates = run_rates(runs, settings, inputs.seq_len)
     results["experiment3"]["biophysical"] = parts["experiment3"]
+    results["experiment3"]["rates"]["calibration"] = {"text": net.calibration.get("text"),
+                                                      "bytes": net.calibration.get("bytes")}
     raster = raster_spikes(runs["spiking"], net, w, settings, inputs.seq_len)
     results["experiment3"]["raster_count_check_max_diff"] = raster.count_check_max_diff
+    results["experiment3"]["raster"] = {"sampling": raster.sampling, "neurons": raster.rows, "characters": raster.n_tokens,
+                                        "step_ms": raster.step_ms, "token_ms": raster.token_ms,
+                                        "sample_active_fraction": raster.sample_active_fraction,
+                                        "population_active_fraction": raster.population_active_fraction}
+    results["verdicts"] = verdicts(results)
     results["meta"]["wall_s"] = time.perf_counter() - started
 
     with atomic_dir(settings.out) as out:  # the old report, or the complete new one, never a mix
