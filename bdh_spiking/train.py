@@ -307,7 +307,7 @@ class ConstraintRun(SpikingAware):
 
         return {**to_meta(self.quantizer, self.params, self.calibrated_at_step), "val_loss": self.measured}
 
-    MEASURE_WINDOWS = 128  # the validation windows of the before/after measure (first 128: 32 KiB at 256)
+    MEASURE_WINDOWS = 64  # the validation windows of the before/after measure (first 64: 16 KiB at 256)
 
     def measure(self, when: str, model, val_part, block_size: int, device, log) -> None:
         n = self.MEASURE_WINDOWS

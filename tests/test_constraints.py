@@ -113,6 +113,12 @@ def test_straight_through_gradients_are_finite():
         c = current.clone().requires_grad_()
         act.x(0, c).sum().backward()
         assert c.grad.view(-1).tolist() == expect
+    # a current so large that the count exceeds W_eff / t_ref: decoded in float64 as the network's
+    # decoder does (finite, far above the top), never inf/nan in a float32 forward
+    one = torch.ones(1, 1, 2)
+    act = RungActivation(RungNeuron.from_params("lif", PARAMS, 1), one, one)
+    big = act.x(0, torch.tensor([1e4, 50.0], dtype=torch.float32).view(1, 1, 1, 2))
+    assert torch.isfinite(big).all() and big.dtype == torch.float32 and float(big.max()) > 1e3
     model = make_model(seed=5, std=0.3)
     L, H, N = model.config.n_layer, model.config.n_head, model.config.n_neurons
     theta = torch.full((L, H, N), 0.5, dtype=torch.float64)

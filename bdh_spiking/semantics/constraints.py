@@ -131,8 +131,8 @@ class RungActivation(Activation):
     def _apply(self, pop: str, layer: int, current: torch.Tensor) -> torch.Tensor:
         theta = self.theta[pop][layer].to(device=current.device, dtype=current.dtype).unsqueeze(-2)
         folded = current / theta
-        with torch.no_grad():
-            decoded = self.neuron.decoded(pop, folded.detach())
+        with torch.no_grad():  # in float64, as the network's decoder (float32 would round rates to inf)
+            decoded = self.neuron.decoded(pop, folded.detach().to(torch.float64)).to(current.dtype)
         top = self.neuron.top_current
         passed = torch.clamp(folded, min=0.0, max=top if math.isfinite(top) else None)
         return theta * (passed + (decoded - passed).detach())
