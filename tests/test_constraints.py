@@ -174,8 +174,8 @@ def test_tiny_cli_fine_tune_converts_to_the_network_it_trained_for(tmp_path, mak
     save_checkpoint(base, make_model(seed=1, std=0.3, n_layer=1, n_embd=16))
     out = tmp_path / "lif.pt"
     code = main.run(["--init", str(base), "--text", str(make_corpus()), "--out", str(out), "--constraints", "lif",
-                     "--steps", "2", "--batch-size", "2", "--block-size", "32", "--eval-every", "1", "--eval-windows", "1",
-                     "--warmup-steps", "1"])
+                     "--steps", "2", "--batch-size", "2", "--block-size", "32", "--eval-every", "1",
+                     "--eval-windows", "1", "--warmup-steps", "1"])
     assert code == 0, capsys.readouterr().err
     model, info = load_checkpoint(out)
     entry = info["meta"]["constraints"]
