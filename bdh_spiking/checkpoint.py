@@ -264,6 +264,8 @@ def load_checkpoint(path: str | Path | None = None, n_layer: int | None = None, 
                         "checkpoint_format": info["format"]}
     # a spiking-aware checkpoint (bdh-train --spiking-aware) records T, K and its thresholds
     model.spiking_aware = (info.get("meta") or {}).get("spiking_aware")
+    # a constraint checkpoint (bdh-train --constraints RUNG) records its rung, neuron and thresholds
+    model.constraints = (info.get("meta") or {}).get("constraints")
     return model, info
 
 

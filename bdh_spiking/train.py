@@ -50,6 +50,8 @@ class TrainSettings:
     spiking_aware: int | None = None  # T: train through the converted network's activations at T steps
     max_spikes: int = 4  # K of spiking-aware training (1: rate coding)
     consistency: float = 0.0  # spiking-aware: weight of KL(plain forward || quantized forward) in the loss
+    constraints: str | None = None  # a ladder rung: train through its dense form (semantics/constraints.py)
+    bio_params: dict | None = None  # --constraints: the biophysical parameters the rung's neuron uses
 
 
 def learning_rate(step: int, s: TrainSettings) -> float:
@@ -164,6 +166,8 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
     if s.resume and step:
         optimizer.load_state_dict(info["optimizer"])
     aware = spiking_aware_start(s, model, info, train_part, step, log)
+    constrained = constraint_start(s, model, info, train_part, val_part, step, log, device)
+    aware = aware or constrained  # the one activation replacement of this run (never both)
 
     def meta(final_val: float | None = None) -> dict:
         return {
@@ -180,8 +184,9 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
             "val_loss": final_val,
             "val_definition": "mean next-byte cross-entropy (nats/byte) over non-overlapping windows "
                               "of the block size on the last 10% of the text",
-            **({"spiking_aware": {**aware.meta(), "consistency": s.consistency}, "init": s.init} if aware
-               else {"init": s.init} if s.init else {}),
+            **({"spiking_aware": {**aware.meta(), "consistency": s.consistency}, "init": s.init}
+               if aware and not constrained else {"init": s.init} if s.init else {}),
+            **({"constraints": constrained.meta()} if constrained else {}),
         }
 
     def checkpoint(final_val: float | None = None):
@@ -231,6 +236,8 @@ def train(settings: TrainSettings, config: BDHConfig | None = None, log: Callabl
         raise
     bar.close()
     final = validation_loss(model, val_part, s.block_size, device=device, progress=progress)
+    if constrained:
+        constrained.measure("after", model, val_part, s.block_size, device, log)
     checkpoint(final)
     log(f"done: {step} steps, {tokens:,} tokens, {elapsed:.0f} s; validation loss {final:.4f} nats/byte")
     return meta(final)
@@ -284,6 +291,69 @@ class SpikingAware:
             return
         self.quantizer = calibrate(model, self.train_part, self.quantizer.timesteps, self.quantizer.max_spikes)
         self.calibrated_at_step = row["step"]
+
+
+class ConstraintRun(SpikingAware):
+    """A constraint fine-tuning run (``constraints``): the rung's activation (semantics/constraints.py)
+    in place of the quantizer, recalibrated like it; records the validation loss of the plain and
+    the constrained forward on the first MEASURE_WINDOWS validation windows before and after training."""
+
+    def __init__(self, activation, calibrated_at_step: int, params: dict, measured: dict | None = None):
+        super().__init__(activation, calibrated_at_step)
+        self.params, self.measured = params, dict(measured or {})
+
+    def meta(self) -> dict:
+        from .constraint_training import to_meta
+
+        return {**to_meta(self.quantizer, self.params, self.calibrated_at_step), "val_loss": self.measured}
+
+    MEASURE_WINDOWS = 64  # the validation windows of the before/after measure (first 64: 16 KiB at 256)
+
+    def measure(self, when: str, model, val_part, block_size: int, device, log) -> None:
+        n = self.MEASURE_WINDOWS
+        plain = validation_loss(model, val_part, block_size, n, device=device)
+        with self.replaced(model):
+            constrained = validation_loss(model, val_part, block_size, n, device=device)
+        self.measured[when] = {"plain": round(plain, 5), "constrained": round(constrained, 5), "windows": n}
+        log(f"constraint {self.quantizer.neuron.rung} ({when}): validation loss plain {plain:.4f}, "
+            f"under the constraint {constrained:.4f} nats/byte (first {n} windows)")
+
+    def evaluate_and_recalibrate(self, model, val_part, s: TrainSettings, row: dict, write,
+                                 recalibrate: bool = True) -> None:
+        from .constraint_training import calibrate
+
+        with self.replaced(model):
+            cval = validation_loss(model, val_part, s.block_size, s.eval_windows)
+        row["val_loss_constrained_sample"] = round(cval, 4)
+        write(f"  constrained forward ({self.quantizer.neuron.rung}): val {cval:.4f}")
+        if recalibrate:
+            self.quantizer = calibrate(model, self.train_part, self.quantizer.neuron)
+            self.calibrated_at_step = row["step"]
+
+
+def constraint_start(s: TrainSettings, model, info, train_part, val_part, step: int, log, device):
+    """None unless ``s.constraints``; else the ConstraintRun: the thresholds a resumed run recorded,
+    or new ones calibrated on the training split (then both validation losses before training)."""
+    if not s.constraints:
+        return None
+    if s.spiking_aware:
+        raise ConfigError("--constraints and --spiking-aware each replace the activation: choose one")
+    from .constraint_training import calibrate, from_meta
+    from .semantics.constraints import RungNeuron
+
+    recorded = ((info or {}).get("meta") or {}).get("constraints")
+    if recorded and recorded.get("rung") == s.constraints:
+        run = ConstraintRun(from_meta(recorded), int(recorded.get("calibrated_at_step", step)),
+                            recorded["biophysical"], recorded.get("val_loss"))
+        log(f"constraint {s.constraints}: the thresholds recorded at step {run.calibrated_at_step}")
+    else:
+        neuron = RungNeuron.from_params(s.constraints, s.bio_params, model.config.n_layer)
+        run = ConstraintRun(calibrate(model, train_part, neuron), step, dict(s.bio_params))
+        log(f"constraint {s.constraints}: thresholds calibrated on the training split (mse, one spike per step); "
+            f"windows {neuron.windows['x_eff']:.1f} / {neuron.windows['y_eff']:.1f} ms (x / y, effective)")
+        run.measure("before", model, val_part, s.block_size, device, log)
+    run.train_part = train_part
+    return run
 
 
 def spiking_aware_start(s: TrainSettings, model, info, train_part, step: int, log):

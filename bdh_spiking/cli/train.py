@@ -42,6 +42,7 @@ def train_parser() -> argparse.ArgumentParser:
                    help="neurons per head = mult * n_embd / n_head (official name: mlp_internal_dim_multiplier)")
     g.add_argument("--dropout", type=number_type(0.0, 1.0, high_open=True), default=0.1)
     add_spiking_aware_args(p)
+    add_constraint_args(p)
     p.add_argument("--task", choices=["text", "recall"], default="text",
                    help="'recall': train on the associative-recall task (bdh_spiking.tasks.recall; loss on the "
                         "answer bytes plus a previous-key hint; --text is not read; unless given, L=2 D=64 H=2 "
@@ -77,6 +78,43 @@ def add_spiking_aware_args(p: argparse.ArgumentParser) -> None:
                         "(pulls the converted network towards the plain model; default 0)")
 
 
+def add_constraint_args(p: argparse.ArgumentParser) -> None:
+    """--constraints RUNG, --bio-params FILE (fine-tuning through a rung of the biophysical ladder)."""
+    g = p.add_argument_group("fine-tuning under a biological constraint (docs/spiking-aware.md)")
+    g.add_argument("--constraints", metavar="RUNG", default=None,
+                   help="with --init: train through the activation the biophysical network at this rung of "
+                        "the fidelity ladder decodes (rate-linearized: clipped linear rate; lif: the LIF f-I "
+                        "curve); the checkpoint records the rung and its thresholds, which bdh-convert uses")
+    g.add_argument("--bio-params", metavar="FILE", default=None,
+                   help="with --constraints: biophysical parameters (as bdh-convert --bio-params; default: "
+                        "the shipped bdh_spiking/data/biophysical.toml)")
+
+
+def check_constraint_args(args) -> dict | None:
+    """--constraints before any work: a rung with a dense form, --init given, not with
+    --spiking-aware, --task recall or --strip; returns the validated biophysical parameters."""
+    from ..errors import ConfigError
+
+    if not args.constraints:
+        if args.bio_params:
+            raise ConfigError("--bio-params is read with --constraints only")
+        return None
+    from ..semantics.constraints import check_rung
+
+    check_rung(args.constraints)
+    if args.strip or args.task != "text":
+        raise ConfigError("--constraints fine-tunes a text model: not with --strip or --task recall")
+    if not args.init:
+        raise ConfigError("--constraints fine-tunes a trained model: give it with --init CKPT")
+    if args.spiking_aware:
+        raise ConfigError("--constraints and --spiking-aware each replace the activation: choose one")
+    if args.bio_params:
+        check_input_file(args.bio_params, "--bio-params")
+    from ..backends.brian2.params import load_params
+
+    return load_params(args.bio_params)
+
+
 def check_train_paths(args) -> None:
     """--text, --strip and --out before any work: an existing --out is replaced only with --force
     (or continued with --resume)."""
@@ -103,6 +141,7 @@ def main(argv=None):
         argv += ["--text", "-"]
     args = train_parser().parse_args(argv)
     check_train_paths(args)
+    bio_params = check_constraint_args(args)
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..model import BDHConfig
     from ..train import TrainSettings, train
@@ -122,7 +161,8 @@ def main(argv=None):
         warmup_steps=args.warmup_steps, eval_every=args.eval_every, eval_windows=args.eval_windows,
         save_every=args.save_every, seed=args.seed, device=args.device, time_limit_s=args.time_limit,
         resume=args.resume, threads=args.threads, init=args.init, spiking_aware=args.spiking_aware,
-        max_spikes=args.max_spikes, consistency=args.consistency,
+        max_spikes=args.max_spikes, consistency=args.consistency, constraints=args.constraints,
+        bio_params=bio_params,
     )
     train(settings, config, log=log)
     return 0

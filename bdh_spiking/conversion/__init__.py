@@ -102,6 +102,9 @@ def convert(model, gating: str = "product", calibration=None, granularity: str =
     aware = trained_thresholds(model, gating, v_init, log)
     if aware is not None:
         theta_x, theta_y = aware["theta_x"], aware["theta_y"]
+    constrained = constraint_thresholds(model, gating, design_max_spikes, log)
+    if constrained is not None:
+        theta_x, theta_y = constrained
     c = model.config
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     arrays = {
@@ -128,7 +131,9 @@ def convert(model, gating: str = "product", calibration=None, granularity: str =
             "design": {"timesteps": design_T, "max_spikes": design_max_spikes} if design else None,
             "granularity": granularity,
             "thresholds_from": ("the spiking-aware checkpoint (T={timesteps}, K={max_spikes}; calibration text "
-                                "used only for statistics)".format(**aware) if aware is not None else "calibration"),
+                                "used only for statistics)".format(**aware) if aware is not None else
+                                f"the constraint checkpoint (rung {model.constraints['rung']}; calibration text used "
+                                "only for statistics)" if constrained is not None else "calibration"),
             "silent_neuron_fallback": {"x": fb_x, "y": fb_y},
             "y_encodes": "a*b (gated value)" if gating == "gain" else "b",
             "active_fraction": {"x": float(stats["x"].active.sum()) / (stats["x"].tokens * stats["x"].active.numel()),
@@ -177,3 +182,36 @@ def trained_thresholds(model, gating: str, v_init: float, log=None):
         log(f"using the thresholds of the spiking-aware checkpoint (fine-tuned at T={entry['timesteps']}, "
             f"K={entry['max_spikes']}) instead of recalibrating")
     return out
+
+
+def constraint_thresholds(model, gating: str, design_max_spikes: int, log=None):
+    """(theta_x, theta_y) a constraint checkpoint recorded, for a conversion with one spike per
+    step (mode biophysical); None for another checkpoint or another design (then recalibrated,
+    and ``log`` says so). A conversion with another gating than the training's is refused."""
+    entry = getattr(model, "constraints", None)
+    if not entry:
+        return None
+    rung = entry.get("rung")
+    if gating != entry.get("gating", "product"):
+        raise ConfigError(f"this checkpoint was fine-tuned under constraint {rung!r} for gating "
+                          f"{entry.get('gating')!r}: convert it with that gating (got {gating!r})")
+    if design_max_spikes != 1:
+        if log is not None:
+            log(f"note: the checkpoint's constraint thresholds (rung {rung}) are designed for one spike per step; "
+                f"this conversion (K={design_max_spikes}) recalibrates instead")
+        return None
+    c = model.config
+    shape = (c.n_layer, c.n_head, c.n_neurons)
+    out = []
+    for key in ("theta_x", "theta_y"):
+        theta = torch.as_tensor(entry[key], dtype=torch.float64)
+        if tuple(theta.shape) != shape or not bool((theta > 0).all()):
+            raise ConfigError(f"the checkpoint's constraint {key} has shape {tuple(theta.shape)} (need {shape}, "
+                              "all positive)")
+        out.append(theta.contiguous())
+    if log is not None:
+        bio = entry.get("biophysical") or {}
+        log(f"using the thresholds the checkpoint was fine-tuned with under constraint {rung!r} instead of "
+            f"recalibrating (trained for token_ms={bio.get('token_ms')}, max_rate_hz={bio.get('max_rate_hz')}, "
+            f"schedule {bio.get('schedule')}: simulate with the same parameters)")
+    return tuple(out)

@@ -87,3 +87,19 @@ class LifCurve:
     def current(self, rate_hz):
         """The folded current whose rate is rate_hz: the decoding map (rate -> activation / theta)."""
         return (lif_drive_for_rate(rate_hz, self.tau_m_ms, self.t_ref_ms) - self.bias) / self.gain
+
+
+def lif_count(mu, window_ms: float, tau_m_ms: float, t_ref_ms: float, v_start: float):
+    """Spikes of a LIF neuron (threshold 1, reset 0, refractory t_ref) driven at constant mu from
+    v_start (not refractory) for window_ms: the first spike at t1 = tau_m ln((mu - v0)/(mu - 1)),
+    then one every t_ref + tau_m ln(mu/(mu - 1)); 0 when mu <= 1 or t1 > window. Closed form of
+    the drive a window holds (numpy or torch, elementwise; no gradient meaning: integer counts)."""
+    xp = _lib(mu)
+    mu = mu if xp.__name__ == "torch" else xp.asarray(mu, dtype=float)
+    above = mu > 1.0
+    safe = xp.where(above, mu, 2.0 + 0.0 * mu)
+    first_ms = tau_m_ms * xp.log((safe - v_start) / (safe - 1.0))
+    isi_ms = t_ref_ms + tau_m_ms * xp.log(safe / (safe - 1.0))
+    fires = above & (first_ms <= window_ms)
+    later = xp.floor(xp.where(fires, window_ms - first_ms, 0.0 * safe) / isi_ms)
+    return xp.where(fires, 1.0 + later, 0.0 * safe)
