@@ -23,6 +23,8 @@ from ...semantics.ladder import runs_standalone
 
 DEVICES = ("auto", "runtime", "cpp_standalone", "cuda_standalone")
 CACHE_ENV = "BDH_SPIKING_CACHE"
+# what 'auto' means for the rungs that can run standalone (tests set runtime: no compile)
+DEVICE_ENV = "BDH_SPIKING_BRIAN2_DEVICE"
 _WARNED: set = set()
 
 
@@ -49,6 +51,11 @@ def check_device(device: str | None, rung: str, threads=None) -> str:
     if device == "auto":
         if not standalone_ok:
             return "runtime"
+        env = os.environ.get(DEVICE_ENV, "").strip()
+        if env and env not in DEVICES:
+            raise ConfigError(f"{DEVICE_ENV}={env!r} is not a brian2 device: use one of {', '.join(DEVICES)}")
+        if env and env != "auto":
+            return check_device(env, rung, threads)
         if cxx_compiler() is None:
             if "nocxx" not in _WARNED:
                 _WARNED.add("nocxx")
@@ -99,6 +106,8 @@ class StandaloneSession:
         brian2.set_device(self.device, directory=str(self.directory), build_on_run=False)
         brian2.prefs.devices.cpp_standalone.openmp_threads = int(self.threads or 0)
         brian2.prefs.codegen.cpp.extra_compile_args_gcc = list(self.compile_args)
+        # Brian2's default is make -j (one compiler per file at once: dozens on a 2-core machine)
+        brian2.prefs.devices.cpp_standalone.extra_make_args_unix = [f"-j{min(os.cpu_count() or 1, 4)}"]
         return self
 
     def build(self):
