@@ -143,10 +143,13 @@ def test_cli_ladder_table_json_and_plot(run_cli, tmp_path):
     out_json, plots = tmp_path / "ladder.json", tmp_path / "plots"
     code, stdout, stderr = run_cli("bdh-convert", *common, "--ladder", "all", "--json", out_json, "--plots", plots)
     assert code == 0, stderr
-    assert "fidelity ladder" in stdout and "rate-linearized" in stdout and "lif" in stdout
+    assert "fidelity ladder" in stdout and "rate-linearized" in stdout and "lif" in stdout and "psc" in stdout
     doc = json.loads(out_json.read_text())
-    assert set(doc) == {"meta", "runs"} and doc["meta"]["ladder"] == ["rate-linearized", "lif"]
-    assert [r["rung"] for r in doc["runs"]] == ["rate-linearized", "lif"]
+    assert set(doc) == {"meta", "runs"} and doc["meta"]["ladder"] == ["rate-linearized", "lif", "psc"]
+    assert [r["rung"] for r in doc["runs"]] == ["rate-linearized", "lif", "psc"]
+    # psc: runtime here (conftest sets BDH_SPIKING_BRIAN2_DEVICE=runtime); the others always runtime
+    assert [r["brian2_device"] for r in doc["runs"]] == ["runtime", "runtime", "runtime"]
+    assert "brian2 device" in stdout
     for r in doc["runs"]:
         for key in ("top1_agreement", "ce_rel_diff", "rate_hz_median", "fraction_active", "clipped_fraction",
                     "wall_s", "bio_s_per_wall_s"):

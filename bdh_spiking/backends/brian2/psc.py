@@ -30,7 +30,7 @@ from .devices import StandaloneSession, standalone_dir
 from .topology import connectivity, free_previous_networks, projection_weights
 
 LN_EPS = 1e-5  # torch's layer_norm
-PSC_RECORDABLE = ("counts", "decoded", "state")
+PSC_RECORDABLE = ("counts", "decoded", "state", "margins")  # margins: +inf (no ties in continuous time)
 
 RES_MODEL = """
 dm/dt = -m / tau_syn : 1
@@ -350,6 +350,7 @@ def _result(pn: PscNetwork, ids, res: dict, settings, started: float, device, ta
     counts = {p: torch.from_numpy(np.ascontiguousarray(res[f"{p}_counts"])) for p in ("x", "y")}
     scale = {p: w[f"theta_{p}"] / (par["max_rate_hz"] * token_s) for p in ("x", "y")}  # count -> activation
     rec = Recorder(tuple(k for k in pn.keys if k in PSC_RECORDABLE), B, T, d, torch.float64)
+    rec.keys.discard("margins")  # left at +inf: continuous time defines no near-threshold ties
     event_settings = SimSettings(timesteps=pn.steps["token_steps"], coding="rate", mode="biophysical")
     stats = new_stats(B, T)
     cos, sin = oscillator_cos_sin(w["freqs"], torch.arange(T))
