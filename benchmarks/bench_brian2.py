@@ -95,10 +95,10 @@ def run_one(spec: dict) -> dict:
         out = bs.simulate(net, ids, timesteps=spec["T"], coding="multispike", **opts)
         walls.append(time.perf_counter() - t)
     d = net.dims
-    synapses = 4 * d["L"] * d["H"] * d["D"] * d["N"]  # E, E_v, plastic, decoder (batch 1)
+    synapses = 4 * d.L * d.H * d.D * d.N  # E, E_v, plastic, decoder (batch 1)
     sim_ms = out.settings.get("simulated_ms")
     return {"walls": walls, "convert_s": convert_s, "peak_rss_gb": peak_rss_gb(), "synapses": synapses,
-            "neurons": 2 * d["L"] * d["H"] * d["N"], "simulated_ms": sim_ms,
+            "neurons": 2 * d.L * d.H * d.N, "simulated_ms": sim_ms,
             "target": out.settings.get("target"), "build_s": out.settings.get("build_s"),
             "brian2_device": out.settings.get("brian2_device", "runtime" if spec["opts"]["backend"] == "brian2"
                                               else "-")}

@@ -4,8 +4,8 @@ cpp_standalone with OpenMP threads, cuda_standalone through brian2cuda), checked
 
 Only rungs whose network is all Brian2 objects (no NetworkOperation; semantics/ladder.py) can run
 standalone. A standalone project is built in a cache directory outside the working tree,
-``$BDH_SPIKING_CACHE`` or ``~/.cache/bdh-spiking/brian2/standalone/<hash>``, one per network
-structure (sizes, rung, parameters, threads, Brian2 version): Brian2 rewrites only the files whose
+``$BDH_SPIKING_CACHE/brian2/standalone/<hash>`` or ``~/.cache/bdh-spiking/brian2/standalone/<hash>``,
+one per network structure (sizes, batch, rung, parameters, threads, Brian2 version): Brian2 rewrites only the files whose
 text changed, so a second run of the same structure recompiles nothing."""
 
 from __future__ import annotations

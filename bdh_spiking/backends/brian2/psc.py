@@ -296,7 +296,7 @@ def run_network(pn: PscNetwork, ids: torch.Tensor, device: str, target: str, cac
         _run(pn.build(ids), duration)
         return pn.read(), None
     d = pn.dims
-    key = {"dims": [d.L, d.H, d.D, d.N, d.V], "batch": int(ids.shape[0]), "tokens": int(ids.shape[1]),
+    key = {"dims": [d.L, d.H, d.D, d.N, d.V], "batch": int(ids.shape[0]),
            "rungs": list(pn.spec.rungs), "params": pn.par, "gating": pn.net.gating, "threads": threads,
            "device": device, "keys": sorted(pn.keys)}
     directory = standalone_dir(key)
