@@ -46,10 +46,16 @@ def _check_args(args, backends) -> list:
 
 
 def check_biophysical(args, backends) -> None:
-    """The biophysical flags (--record, --sweep, mode and backend), checked before any work."""
+    """The biophysical flags (--record, --sweep, mode and backend, the Brian2 device for every rung
+    to run), checked before any work."""
     _check_args(args, backends)
     if args.sweep:
         parse_sweep(args.sweep)
+    from .backends.brian2.devices import check_device
+    from .semantics.ladder import DEFAULT_RUNG, parse_ladder
+
+    for rung in parse_ladder(args.ladder) if getattr(args, "ladder", None) else (DEFAULT_RUNG,):
+        check_device(getattr(args, "brian2_device", None), rung, getattr(args, "threads", None))
 
 
 def _params(options: dict) -> dict:
@@ -63,6 +69,8 @@ def run_cli_biophysical(args, model, net, ids, backends, timesteps, device, dtyp
     record = _check_args(args, backends)
     base = {"token_ms": args.token_ms, "max_rate_hz": args.max_rate, "noise": args.noise}
     base = {k: v for k, v in base.items() if v is not None}
+    base.update({k: v for k, v in (("brian2_device", getattr(args, "brian2_device", None)),
+                                   ("threads", getattr(args, "threads", None))) if v is not None})
     target = getattr(args, "brian2_target", "auto")
     if args.bio_params:
         base["params_file"] = args.bio_params
@@ -155,6 +163,7 @@ def _monitor_run(args, net, ids, timesteps, target, base, record, log) -> None:
     from .biophysical_figures import plot_monitors
 
     log(f"monitor run (first sequence, {ids.shape[1]} tokens): {', '.join(record)}")
+    base = {k: v for k, v in base.items() if k not in ("brian2_device", "threads")}  # rung rate-linearized: runtime
     result = simulate(net, ids[:1], backend="brian2", timesteps=timesteps[-1], coding=args.coding,
                       max_spikes=args.max_spikes, mode="biophysical", record=tuple(record), target=target, **base)
     if args.plots:

@@ -3,7 +3,16 @@ wall-clock second (biophysical), peak memory; the reference executor measured in
 
     python benchmarks/bench_brian2.py [--config default|official|L,D,H,N] [--tokens 4] [--T 4]
         [--target auto|numpy|cython] [--token-ms 100] [--runs reference,discrete,biophysical]
+        [--threads N]
+    python benchmarks/bench_brian2.py --runs biophysical,psc-runtime,psc-standalone --tokens 4
     python benchmarks/bench_brian2.py --memory-scan 512,1024,2048 [--limit-gb 24]
+
+Runs: `biophysical` is today's biophysical mode (rung rate-linearized, runtime device, the
+NetworkOperation; the issue's baseline); `psc-runtime` and `psc-standalone` are rung psc (the
+network as Brian2 objects only) on the runtime device (codegen --target) and on cpp_standalone
+(OpenMP threads --threads; the project is built in ~/.cache/bdh-spiking/brian2/standalone, the
+first run of a structure compiles it, later runs reuse it). Each row names the Brian2 device and
+the load average of the machine while it ran (the machine may be shared).
 
 Every run is a fresh subprocess, so its peak RSS is its own. First-run time (code generation or
 Cython compilation, network construction) and steady state are reported separately: a run
@@ -45,7 +54,7 @@ def parse_config(text: str) -> dict:
     return dict(n_layer=L, n_embd=D, n_head=H, n_neurons=N, name=f"L{L} D{D} H{H} N{N}")
 
 
-def build_network(config: dict):
+def build_network(config: dict, **convert_kw):
     import torch
 
     import bdh_spiking as bs
@@ -54,7 +63,7 @@ def build_network(config: dict):
 
     if config["name"] == "default":
         model = bs.load_model()
-        return bs.convert(model), model
+        return bs.convert(model, **convert_kw), model
     torch.manual_seed(0)
     if (config["n_neurons"] * config["n_head"]) % config["n_embd"]:
         raise SystemExit(f"n per head x heads must be a multiple of d (BDH's multiplier): {config}")
@@ -62,7 +71,7 @@ def build_network(config: dict):
     model = BDH(BDHConfig(n_layer=config["n_layer"], n_embd=config["n_embd"], n_head=config["n_head"],
                           mlp_internal_dim_multiplier=mult, dropout=0.0)).eval()
     calibration = bytes(read_bytes(shipped_text_path("calibration"))[:1024])
-    return bs.convert(model, calibration=calibration), model
+    return bs.convert(model, calibration=calibration, **convert_kw), model
 
 
 def run_one(spec: dict) -> dict:
@@ -74,7 +83,9 @@ def run_one(spec: dict) -> dict:
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     t0 = time.perf_counter()
-    net, _ = build_network(spec["config"])
+    # mode biophysical needs thresholds designed for one spike per step (as bdh-convert converts them)
+    bio = spec["opts"].get("mode") == "biophysical"
+    net, _ = build_network(spec["config"], **({"design_max_spikes": 1} if bio else {}))
     convert_s = time.perf_counter() - t0
     ids = torch.as_tensor(read_bytes(shipped_text_path("heldout"))[: spec["tokens"]].astype("int64"))[None]
     opts = dict(spec["opts"])
@@ -84,11 +95,13 @@ def run_one(spec: dict) -> dict:
         out = bs.simulate(net, ids, timesteps=spec["T"], coding="multispike", **opts)
         walls.append(time.perf_counter() - t)
     d = net.dims
-    synapses = 4 * d["L"] * d["H"] * d["D"] * d["N"]  # E, E_v, plastic, decoder (batch 1)
+    synapses = 4 * d.L * d.H * d.D * d.N  # E, E_v, plastic, decoder (batch 1)
     sim_ms = out.settings.get("simulated_ms")
     return {"walls": walls, "convert_s": convert_s, "peak_rss_gb": peak_rss_gb(), "synapses": synapses,
-            "neurons": 2 * d["L"] * d["H"] * d["N"], "simulated_ms": sim_ms,
-            "target": out.settings.get("target"), "build_s": out.settings.get("build_s")}
+            "neurons": 2 * d.L * d.H * d.N, "simulated_ms": sim_ms,
+            "target": out.settings.get("target"), "build_s": out.settings.get("build_s"),
+            "brian2_device": out.settings.get("brian2_device", "runtime" if spec["opts"]["backend"] == "brian2"
+                                              else "-")}
 
 
 def spawn(spec: dict, timeout: float) -> dict:
@@ -110,6 +123,10 @@ RUNS = {
     "reference": ("reference (discrete)", dict(backend="reference")),
     "discrete": ("brian2 discrete", dict(backend="brian2")),
     "biophysical": ("brian2 biophysical", dict(backend="brian2", mode="biophysical")),
+    "psc-runtime": ("brian2 bio psc", dict(backend="brian2", mode="biophysical", ladder="psc",
+                                           brian2_device="runtime")),
+    "psc-standalone": ("brian2 bio psc", dict(backend="brian2", mode="biophysical", ladder="psc",
+                                              brian2_device="cpp_standalone")),
 }
 
 
@@ -117,9 +134,9 @@ def speed_table(args) -> None:
     config = parse_config(args.config)
     print(f"device: CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores; 1 torch thread) | "
           f"brian2 target {args.target} | config {config['name']} | {args.tokens} tokens | multispike T={args.T} | "
-          f"token {args.token_ms} ms | {args.repeats} repeats per process")
-    print(f"{'run':>22} {'target':>7} {'synapses':>11} {'convert s':>9} {'first s':>8} {'steady s':>9} "
-          f"{'tok/s':>7} {'bio s/wall s':>12} {'peak RSS GB':>11}")
+          f"token {args.token_ms} ms | {args.repeats} repeats per process | OpenMP threads {args.threads or '-'}")
+    print(f"{'run':>22} {'brian2 device':>14} {'target':>7} {'synapses':>11} {'convert s':>9} {'first s':>8} "
+          f"{'steady s':>9} {'tok/s':>7} {'bio s/wall s':>12} {'peak RSS GB':>11} {'load':>5}")
     for key in args.runs.split(","):
         name, opts = RUNS[key]
         opts = dict(opts)
@@ -127,15 +144,18 @@ def speed_table(args) -> None:
             opts["target"] = args.target
         if opts.get("mode") == "biophysical":
             opts["token_ms"] = args.token_ms
+        if opts.get("brian2_device") == "cpp_standalone" and args.threads:
+            opts["threads"] = args.threads
         r = spawn({"config": config, "tokens": args.tokens, "T": args.T, "repeats": args.repeats, "opts": opts},
                   args.timeout)
         if "error" in r:
             print(f"{name:>22} {r['error']}", flush=True)
             continue
         steady = r["walls"][-1]
-        bio = f"{r['simulated_ms'] / 1000 / steady:>12.3f}" if r.get("simulated_ms") else f"{'':>12}"
-        print(f"{name:>22} {r['target'] or '-':>7} {r['synapses']:>11,} {r['convert_s']:>9.1f} {r['walls'][0]:>8.2f} "
-              f"{steady:>9.2f} {args.tokens / steady:>7.3f} {bio} {r['peak_rss_gb']:>11.2f}", flush=True)
+        bio = f"{r['simulated_ms'] / 1000 / steady:>12.4f}" if r.get("simulated_ms") else f"{'':>12}"
+        print(f"{name:>22} {r['brian2_device']:>14} {r['target'] or '-':>7} {r['synapses']:>11,} "
+              f"{r['convert_s']:>9.1f} {r['walls'][0]:>8.2f} {steady:>9.2f} {args.tokens / steady:>7.3f} {bio} "
+              f"{r['peak_rss_gb']:>11.2f} {os.getloadavg()[0]:>5.1f}", flush=True)
 
 
 def memory_scan(args) -> None:
@@ -180,6 +200,7 @@ def main():
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per run (subprocess)")
     p.add_argument("--memory-scan", default=None, metavar="N1,N2,...")
     p.add_argument("--limit-gb", type=float, default=24.0)
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads of the cpp_standalone runs")
     p.add_argument("--_one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._one:

@@ -21,6 +21,8 @@ torch.set_num_threads(1)
 # Brian2's default target 'auto' compiles cython (~2 minutes cold); tests use numpy unless they
 # ask for cython (the slow tests do). Subprocesses inherit it.
 os.environ.setdefault("BDH_SPIKING_BRIAN2_TARGET", "numpy")
+# ... and the runtime device for Brian2's rung psc unless a test asks for cpp_standalone (a compile)
+os.environ.setdefault("BDH_SPIKING_BRIAN2_DEVICE", "runtime")
 
 TINY = dict(n_layer=2, n_embd=32, n_head=2, mlp_internal_dim_multiplier=4, dropout=0.0)
 

@@ -251,6 +251,7 @@ def test_neuron_updates_count_every_simulation_step_of_long_windows():
 def test_biophysical_options_are_the_contracts():
     """Every biophysical option the registry accepts is consumed (no dead option lists such as the
     former EXTRA_OPTIONS): the executor's own, the parameters by name and their aliases."""
-    own = {"target", "cache_dir", "params_file", "monitor_neurons", "monitor_dt_ms", "ladder"}
+    own = {"target", "cache_dir", "params_file", "monitor_neurons", "monitor_dt_ms", "ladder",
+           "brian2_device", "threads"}
     assert set(CONTRACTS["brian2"].options["biophysical"]) == own | set(params.PARAMS) | set(params.ALIASES)
     assert not any(hasattr(m, "EXTRA_OPTIONS") for m in (params, bio))

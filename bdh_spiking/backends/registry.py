@@ -24,7 +24,8 @@ RECORDABLE = ("counts", "margins", "decoded", "state")
 BIO_RECORDABLE = ("spikes", "v", "weights")
 BRIAN2_BIO_OPTIONS = ("params_file", "monitor_neurons", "monitor_dt_ms", "seed", "dt_ms", "token_ms", "schedule",
                       "tau_m_ms", "t_ref_ms", "max_rate_hz", "max_rate", "v_start", "noise", "tau_syn_ms", "rule",
-                      "tau_pre_ms", "tau_post_ms", "ladder")
+                      "tau_pre_ms", "tau_post_ms", "ladder", "graded_dt_ms", "tau_gate_ms", "tau_elig_ms",
+                      "brian2_device", "threads")
 F64 = (torch.float64,)
 FLOATS = (torch.float64, torch.float32)
 
@@ -161,6 +162,11 @@ def normalize_options(name: str, mode: str, options: dict) -> dict:
         raise ConfigError(f"option lava_graph must be 'fused' or 'explicit', got {out['lava_graph']!r}")
     if out.get("ladder") is not None:  # the fidelity ladder's rungs (mode biophysical)
         out["ladder"] = parse_ladder(out["ladder"])
+    if out.get("brian2_device") is not None or out.get("threads") is not None:  # devices: before any work
+        from ..semantics.ladder import DEFAULT_RUNG
+        from .brian2.devices import check_device
+
+        check_device(out.get("brian2_device"), (out.get("ladder") or (DEFAULT_RUNG,))[-1], out.get("threads"))
     for flag in ("stepwise", "event_driven"):
         if flag in out and not isinstance(out[flag], bool):
             raise ConfigError(f"option {flag} must be True or False, got {out[flag]!r}")

@@ -52,6 +52,12 @@ def convert_parser() -> argparse.ArgumentParser:
     b.add_argument("--ladder", metavar="RUNG[,RUNG..]|all", default=None,
                    help="run each rung of the biological fidelity ladder (cumulative: rate-linearized, lif) and "
                         "report them as one table (docs/spiking-semantics.md, 'The fidelity ladder')")
+    b.add_argument("--brian2-device", choices=["auto", "runtime", "cpp_standalone", "cuda_standalone"], default=None,
+                   help="Brian2 device: auto (default) = cpp_standalone for rungs from psc on when a C++ compiler "
+                        "works, else runtime; rate-linearized and lif always run on runtime (--brian2-target "
+                        "chooses its code generator); cuda_standalone needs brian2cuda (untested)")
+    b.add_argument("--threads", type=positive_int, default=None,
+                   help="OpenMP threads of a standalone Brian2 device (default: Brian2's, no OpenMP)")
     return p
 
 
@@ -65,6 +71,8 @@ def check_flags(args) -> None:
     refuse([
         (args.ladder and not bio, "--ladder runs rungs of --mode biophysical (add --mode biophysical)"),
         (args.ladder and args.sweep, "--ladder and --sweep cannot be combined: run one, then the other"),
+        ((args.brian2_device or args.threads) and not bio, "--brian2-device and --threads belong to --mode "
+                                                           "biophysical"),
         (bio and args.hardware_fit, "--hardware-fit places the discrete network on chip cores: not available "
                                     "with --mode biophysical"),
         (bio and args.save_lava, "--save-lava writes the Lava process graph of mode discrete or fixed-point: "

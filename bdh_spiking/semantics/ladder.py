@@ -11,8 +11,11 @@ from ..errors import ConfigError
 
 # the whole ladder in order (issues 15 and 16); BUILT: the rungs an executor implements today
 LADDER = ("rate-linearized", "lif", "psc", "dale", "onoff", "local-plasticity", "divisive-norm")
-BUILT = ("rate-linearized", "lif")
+BUILT = ("rate-linearized", "lif", "psc")
 DEFAULT_RUNG = "rate-linearized"
+# the first rung whose network is Brian2 objects only (no NetworkOperation, no window reset): from it
+# on, a network can run on Brian2's standalone devices
+STANDALONE_FROM = "psc"
 
 
 def _names(spec) -> list:
@@ -56,3 +59,8 @@ def rungs_through(rung: str) -> tuple:
 def top_rung(spec) -> str:
     """The network a single simulation runs: the highest rung asked for (the rungs are cumulative)."""
     return parse_ladder(spec)[-1]
+
+
+def runs_standalone(rung: str) -> bool:
+    """Whether the network at ``rung`` is Brian2 objects only (so it can run cpp_standalone)."""
+    return LADDER.index(rung) >= LADDER.index(STANDALONE_FROM)

@@ -558,11 +558,24 @@ class BiophysicalExecutor:
 def simulate_biophysical(net, ids, settings, plasticity, record, progress, options: dict) -> SimulationResult:
     """Options: the codegen target (resolved), cache_dir, params_file, monitor_neurons, monitor_dt_ms,
     ladder (the rung, or rungs, of the fidelity ladder: the highest one asked for is run, with every
-    rung below it) and any parameter of ``params.PARAMS`` by name (None: not given)."""
+    rung below it), brian2_device and threads (devices.py) and any parameter of ``params.PARAMS`` by
+    name (None: not given). From rung psc on the network is run by psc.py (Brian2 objects only)."""
+    from .devices import check_device
+
     overrides = {k: v for k, v in options.items() if k in PARAMS or k in ALIASES}
     params = load_params(options.get("params_file"), **overrides)
     rung = top_rung(options.get("ladder") or DEFAULT_RUNG)
+    device = check_device(options.get("brian2_device"), rung, options.get("threads"))
+    spec = network_spec(rung, params)
+    check_design(net)
+    if spec.executor == "psc":
+        from .psc import simulate_psc
+
+        return simulate_psc(net, ids, settings, plasticity, record, progress, spec, params, device,
+                            options["target"], options.get("cache_dir"), options.get("threads"))
     ex = BiophysicalExecutor(net, settings, plasticity, record, progress, options["target"], options.get("cache_dir"),
                              params, monitor_neurons=options.get("monitor_neurons", 8),
                              monitor_dt_ms=options.get("monitor_dt_ms", 0.5), rung=rung)
-    return ex.run(ids.cpu())
+    result = ex.run(ids.cpu())
+    result.settings["brian2_device"] = "runtime"
+    return result

@@ -23,9 +23,11 @@ PARAMS = {
     "tau_m_ms": ("neuron", float), "t_ref_ms": ("neuron", float), "max_rate_hz": ("neuron", float),
     "v_start": ("neuron", float), "noise": ("neuron", float), "tau_syn_ms": ("synapse", float),
     "rule": ("plasticity", str), "tau_pre_ms": ("plasticity", float), "tau_post_ms": ("plasticity", float),
+    "graded_dt_ms": ("psc", float), "tau_gate_ms": ("psc", float), "tau_elig_ms": ("psc", float),
 }
 ALIASES = {"max_rate": "max_rate_hz"}
-POSITIVE = ("dt_ms", "token_ms", "tau_m_ms", "tau_syn_ms", "tau_pre_ms", "tau_post_ms", "max_rate_hz")
+POSITIVE = ("dt_ms", "token_ms", "tau_m_ms", "tau_syn_ms", "tau_pre_ms", "tau_post_ms", "max_rate_hz", "graded_dt_ms",
+            "tau_gate_ms", "tau_elig_ms")
 MIN_PHASE_STEPS = 8  # a stage window needs room for its event steps (load, read, emit) and some spikes
 
 

@@ -41,6 +41,7 @@ class NetworkSpec:
     namespace: dict = dataclasses.field(default_factory=dict)
     curve: object = None
     top_current: float = 1.0
+    executor: str = "windows"  # "windows": biophysical.py (NetworkOperation); "psc": psc.py (Brian2 only)
 
     def check(self):
         if self.drive is None or self.curve is None:
@@ -74,7 +75,20 @@ class Lif:
         spec.top_current = 1.0
 
 
-RUNG_CLASSES = {cls.name: cls for cls in (RateLinearized, Lif)}
+class Psc:
+    """Rung 3: spikes reach other neurons as postsynaptic currents, the graded nodes are Brian2
+    equations (psc.py): no window, no reset, no NetworkOperation. The neuron keeps the lif rung's
+    curve and tonic bias (always on, there is no window); what a downstream neuron receives is the
+    filtered spike train, i.e. the rate, read linearly by its synapses (no inverse of the curve)."""
+
+    name = "psc"
+
+    def apply(self, spec: NetworkSpec, par: dict) -> None:
+        spec.drive = "mu = lif_bias + lif_gain * I : 1"
+        spec.executor = "psc"
+
+
+RUNG_CLASSES = {cls.name: cls for cls in (RateLinearized, Lif, Psc)}
 
 
 def network_spec(rung: str, par: dict) -> NetworkSpec:

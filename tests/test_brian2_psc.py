@@ -1,0 +1,117 @@
+"""Rung psc of the biophysical ladder (issue 15): the whole network as Brian2 objects (no
+NetworkOperation), spikes delivered as postsynaptic currents; the Brian2 devices (runtime,
+cpp_standalone, cuda_standalone) and their refusals before any work."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import bdh_spiking as bs
+from bdh_spiking.errors import ConfigError
+
+pytest.importorskip("brian2")
+
+from test_brian2_biophysical import ids_for, tiny  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWarning")
+
+
+def test_psc_network_is_brian2_objects_only_and_runs_finite(monkeypatch):
+    """The network the run hands to Brian2 has no NetworkOperation (only groups, synapses and
+    monitors); a run on a 2-layer tiny model for 3 bytes has finite logits, counts that are whole
+    spikes, a written plastic state, and the ladder measures within the clip limit."""
+    import brian2 as b2
+
+    from bdh_spiking.backends.brian2 import psc
+
+    seen = []
+    real_run = psc._run
+    monkeypatch.setattr(psc, "_run", lambda objects, duration: (seen.extend(objects), real_run(objects, duration)))
+    _, net = tiny(seed=1, n_layer=2, gating="gain")
+    ids = ids_for(1, 3, seed=1)
+    out = bs.simulate(net, ids, backend="brian2", mode="biophysical", ladder="psc", token_ms=40,
+                      record=("counts", "decoded", "state"))
+    s = out.settings
+    assert s["rung"] == "psc" and s["ladder"] == ["rate-linearized", "lif", "psc"]
+    assert s["brian2_device"] == "runtime"  # conftest: BDH_SPIKING_BRIAN2_DEVICE=runtime
+    assert torch.isfinite(out.logits).all() and out.logits.shape == (1, 3, 256)
+    counts = out.records["x_counts"]
+    assert torch.equal(counts, counts.round()) and counts.min() >= 0 and counts.sum() > 0
+    assert out.records["y_counts"].sum() > 0
+    assert torch.isfinite(out.records["state"]).all() and out.records["state"].abs().sum() > 0
+    assert 0.0 <= s["clipped_fraction"] <= 0.02
+    assert 0.0 < s["fraction_active"] < 1.0 and 0.0 < s["rate_hz_median"] < 500.0
+    assert seen and not any(isinstance(o, b2.NetworkOperation) for o in seen)
+    assert {type(o).__name__ for o in seen} == {"NeuronGroup", "Synapses", "StateMonitor"}
+
+
+def test_devices_refused_before_any_work():
+    _, net = tiny(seed=2)
+    ids = ids_for(1, 2)
+    cases = [(dict(ladder="rate-linearized", brian2_device="cpp_standalone"), "NetworkOperation"),
+             (dict(ladder="lif", brian2_device="cpp_standalone"), "NetworkOperation"),
+             (dict(ladder="psc", brian2_device="gpu"), "unknown brian2 device"),
+             (dict(ladder="psc", threads=0), "threads"),
+             (dict(ladder="psc,lif"), "out of order"), (dict(ladder="spiking"), "unknown rung")]
+    if importlib.util.find_spec("brian2cuda") is None:
+        cases.append((dict(ladder="psc", brian2_device="cuda_standalone"), "brian2cuda"))
+    for opts, phrase in cases:
+        with pytest.raises(ConfigError, match=phrase):
+            bs.simulate(net, ids, backend="brian2", mode="biophysical", **opts)
+    with pytest.raises(ConfigError, match="record"):  # the psc network has no membrane/weight monitors
+        bs.simulate(net, ids, backend="brian2", mode="biophysical", ladder="psc", record=("v",))
+
+
+def test_device_auto_and_missing_compiler(monkeypatch):
+    from bdh_spiking.backends.brian2 import devices
+
+    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
+    assert devices.check_device("auto", "lif") == "runtime"
+    monkeypatch.setattr(devices, "cxx_compiler", lambda: None)
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        devices.check_device("cpp_standalone", "psc")
+    devices._WARNED.discard("nocxx")
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert devices.check_device(None, "psc") == "runtime"
+    monkeypatch.setattr(devices, "cxx_compiler", lambda: "g++")
+    assert devices.check_device(None, "psc") == "cpp_standalone"
+    monkeypatch.setenv(devices.DEVICE_ENV, "runtime")
+    assert devices.check_device(None, "psc") == "runtime"
+
+
+def test_cli_refuses_standalone_for_runtime_rungs(run_cli, tmp_path):
+    from test_brian2_ladder import _tiny_checkpoint
+
+    common = _tiny_checkpoint(tmp_path)
+    code, stdout, stderr = run_cli("bdh-convert", *common, "--ladder", "all", "--brian2-device", "cpp_standalone")
+    assert code == 2 and "NetworkOperation" in stderr.strip().splitlines()[-1] and "converted in" not in stderr
+
+
+@pytest.mark.slow
+def test_cpp_standalone_matches_runtime(tmp_path, monkeypatch):
+    """The psc rung built by cpp_standalone (cache in tmp_path) against the same rung on the runtime
+    device with the cython target (the same C expressions, the same compiler flags): spikes and
+    logits agree exactly; a second standalone run reuses the build directory."""
+    from bdh_spiking.backends.brian2.devices import CACHE_ENV, cxx_compiler
+
+    if cxx_compiler() is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    _, net = tiny(seed=1, n_layer=2, gating="gain")
+    ids = ids_for(1, 3, seed=1)
+    common = dict(backend="brian2", mode="biophysical", ladder="psc", token_ms=40, record=("counts", "state"))
+    sa = bs.simulate(net, ids, brian2_device="cpp_standalone", **common)
+    rt = bs.simulate(net, ids, brian2_device="runtime", target="cython", **common)  # the shared cython cache
+    assert sa.settings["brian2_device"] == "cpp_standalone" and rt.settings["brian2_device"] == "runtime"
+    assert sa.settings["build_dir"].startswith(str(tmp_path / "cache"))
+    assert sa.records["x_counts"].sum() > 0
+    assert torch.equal(sa.records["x_counts"], rt.records["x_counts"])
+    assert torch.equal(sa.records["y_counts"], rt.records["y_counts"])
+    torch.testing.assert_close(sa.logits, rt.logits, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(sa.records["state"], rt.records["state"], rtol=1e-9, atol=1e-9)
+    again = bs.simulate(net, ids, brian2_device="cpp_standalone", **common)
+    assert again.settings["build_dir"] == sa.settings["build_dir"]
+    assert torch.equal(again.records["x_counts"], sa.records["x_counts"])
