@@ -114,3 +114,43 @@ def run_script(name: str, *args, cwd=None, timeout: float = 180) -> tuple[int, s
 @pytest.fixture(scope="session")
 def run_cli():
     return run_script
+
+
+def run_in_process(main, argv) -> tuple[object, str, str]:
+    """A CLI main run in this process: (exit code, stdout, stderr); an uncaught exception is
+    printed as the traceback a user would see and returns "traceback". For the one-line-error
+    tests: no interpreter start-up per case (the real entry points are run as subprocesses by
+    the end-to-end tests)."""
+    import contextlib
+    import io
+    import traceback
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            rc = main.run([str(a) for a in argv])
+        except SystemExit as exc:
+            rc = exc.code
+        except BaseException:  # what a user would see as a traceback
+            traceback.print_exc()
+            rc = "traceback"
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def run_main():
+    """run_main("bdh-convert", *args) -> (exit code, stdout, stderr), in this process."""
+    from bdh_spiking.cli import convert_main, energy_main, study_main, train_main
+
+    mains = {"bdh-train": train_main, "bdh-convert": convert_main, "bdh-energy": energy_main, "bdh-study": study_main}
+
+    def run(name: str, *args, cwd=None):
+        old = os.getcwd()
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            return run_in_process(mains[name], args)
+        finally:
+            os.chdir(old)
+
+    return run

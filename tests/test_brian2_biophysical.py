@@ -232,6 +232,7 @@ def test_cython_and_numpy_targets_agree_bit_for_bit():
     assert torch.equal(a.logits, b.logits) and torch.equal(a.records["x_counts"], b.records["x_counts"])
 
 
+@pytest.mark.slow  # 2 x 5000 Brian2 steps (~23 s): over the default run's budget
 def test_neuron_updates_count_every_simulation_step_of_long_windows():
     """Issue 14, defect 1: a stage window of 5000 steps (token_ms 500) was counted as min(P, 4096)
     steps per neuron and token. Every x and y neuron is integrated at every Brian2 step, and the

@@ -1,4 +1,5 @@
-"""The real ``bdh-train`` entry point, run as a subprocess: success, --strip and one-line errors."""
+"""``bdh-train``: the real entry point run as a subprocess (success, --strip, a missing file, a corrupt
+checkpoint), the other one-line errors in-process (no interpreter start-up per case)."""
 
 from __future__ import annotations
 
@@ -79,32 +80,32 @@ def test_missing_text_file(run_cli, tmp_path):
     assert not out.exists()
 
 
-def test_empty_text_file(run_cli, tmp_path):
+def test_empty_text_file(run_main, tmp_path):
     corpus = tmp_path / "empty.txt"
     corpus.write_bytes(b"")
     out = tmp_path / "model.pt"
-    rc, _, stderr = run_cli("bdh-train", "--text", corpus, "--out", out, *TINY_FLAGS, cwd=tmp_path)
+    rc, _, stderr = run_main("bdh-train", "--text", corpus, "--out", out, *TINY_FLAGS, cwd=tmp_path)
     assert_one_line_error(rc, stderr, "empty")
     assert not out.exists()
 
 
-def test_text_shorter_than_a_block(run_cli, tmp_path):
+def test_text_shorter_than_a_block(run_main, tmp_path):
     corpus = tmp_path / "short.txt"
     corpus.write_text("Only a few bytes.")
     out = tmp_path / "model.pt"
-    rc, _, stderr = run_cli("bdh-train", "--text", corpus, "--out", out, *TINY_FLAGS, cwd=tmp_path)
+    rc, _, stderr = run_main("bdh-train", "--text", corpus, "--out", out, *TINY_FLAGS, cwd=tmp_path)
     assert_one_line_error(rc, stderr, "too short", "block size 32")
     assert not out.exists()
 
 
-def test_impossible_config(run_cli, tmp_path):
+def test_impossible_config(run_main, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(corpus_text(2000))
     out = tmp_path / "model.pt"
     flags = list(TINY_FLAGS)
     flags[flags.index("--n-embd") + 1] = "30"
     flags[flags.index("--n-head") + 1] = "4"
-    rc, _, stderr = run_cli("bdh-train", "--text", corpus, "--out", out, *flags, cwd=tmp_path)
+    rc, _, stderr = run_main("bdh-train", "--text", corpus, "--out", out, *flags, cwd=tmp_path)
     assert_one_line_error(rc, stderr, "30", "4", "divisible")
     assert not out.exists()
 
@@ -120,13 +121,13 @@ def test_strip_of_corrupt_checkpoint(run_cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
 
 
-def test_strip_of_truncated_checkpoint(trained, run_cli, tmp_path):
+def test_strip_of_truncated_checkpoint(trained, run_main, tmp_path):
     _, _, out, rc, _, stderr = trained
     assert rc == 0, stderr
     bad = tmp_path / "cut.pt"
     data = out.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     stripped = tmp_path / "stripped.pt"
-    rc, _, stderr = run_cli("bdh-train", "--strip", bad, "--out", stripped, cwd=tmp_path)
+    rc, _, stderr = run_main("bdh-train", "--strip", bad, "--out", stripped, cwd=tmp_path)
     assert_one_line_error(rc, stderr, "truncated")
     assert not stripped.exists()

@@ -54,9 +54,9 @@ def test_convert_end_to_end(run_cli, tmp_path, small_calibration):
     (["--text", "/nonexistent/file.txt"], "not found"),
     (["--sweep-T", "4,x"], "comma-separated integers"),
 ])
-def test_convert_bad_input(run_cli, tmp_path, small_calibration, args, phrase):
-    out_json = tmp_path / "never.json"
-    code, stdout, stderr = run_cli("bdh-convert", "--calibration", small_calibration, "--max-tokens", "32",
+def test_convert_bad_input(run_main, tmp_path, small_calibration, args, phrase):
+    out_json = tmp_path / "never.json"  # in-process; test_convert_bad_files runs the real entry point
+    code, stdout, stderr = run_main("bdh-convert", "--calibration", small_calibration, "--max-tokens", "32",
                                    "--seq-len", "32", "--json", out_json, *args)
     assert code == 2
     assert one_error_line(stderr), stderr

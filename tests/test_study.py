@@ -276,6 +276,7 @@ def test_increment_scores_rank_a_planted_synapse_first():
     assert study.synapse_of(best, (L, H, D, n_pairs), layers=[2, 3]) == [3, 2, 4, 3]
 
 
+@pytest.mark.slow  # ~35 s of Brian2 (numpy target) on 2 cores: over the default run's budget
 def test_biophysical_runs_on_a_tiny_network(model_factory):
     """The brian2 biophysical window runs (numpy target): rates, the chosen memory points and the
     passage-scale selectivity. Frozen from the start, the plastic read-out is 0 in both networks,

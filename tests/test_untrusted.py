@@ -7,7 +7,6 @@ call) so that dozens of rows cost seconds, and counts tracebacks: a regression s
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import struct
@@ -26,7 +25,7 @@ from bdh_spiking.errors import BDHError
 from bdh_spiking.network import SpikingNetwork
 
 from bundle_edit import rewrite
-from conftest import make_model
+from conftest import make_model, run_in_process
 
 MAINS = {"bdh-train": train_main, "bdh-convert": convert_main, "bdh-energy": energy_main, "bdh-study": study_main}
 
@@ -213,24 +212,11 @@ def train_api(f, t, **bad):
     return train(TrainSettings(text=str(f / "text.txt"), out=str(t / "api.pt"), **bad), log=lambda m: None)
 
 
-def run_in_process(main, argv) -> tuple[object, str]:
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            rc = main.run(argv)
-        except SystemExit as exc:
-            rc = exc.code
-        except BaseException:  # what a user would see as a traceback
-            traceback.print_exc()
-            rc = "traceback"
-    return rc, err.getvalue()
-
-
 def test_bad_inputs_table_has_no_tracebacks(files, tmp_path):
     failures, tracebacks, rows, slowest = [], 0, 0, (0.0, "")
     for command, argv, phrase in cli_rows(files, tmp_path):
         started = time.perf_counter()
-        rc, err = run_in_process(MAINS[command], argv)
+        rc, _, err = run_in_process(MAINS[command], argv)
         took = time.perf_counter() - started
         slowest = max(slowest, (took, f"{command} {' '.join(argv)}"))
         rows += 1
@@ -378,8 +364,8 @@ def test_convert_replaces_an_existing_json_only_with_force(files, tmp_path):
     out.write_text("old\n")
     argv = ["--load", str(files / "net.bdhsnn"), "--text", str(files / "text.txt"), "--max-tokens", "32",
             "--seq-len", "16", "--no-graded", "--json", str(out)]
-    rc, err = run_in_process(MAINS["bdh-convert"], argv)
+    rc, _, err = run_in_process(MAINS["bdh-convert"], argv)
     assert rc == 2 and "exists: pass --force" in err and out.read_text() == "old\n"
-    rc, err = run_in_process(MAINS["bdh-convert"], [*argv, "--force"])
+    rc, _, err = run_in_process(MAINS["bdh-convert"], [*argv, "--force"])
     assert rc == 0, err[-400:]
     assert json.loads(out.read_text())["runs"]
