@@ -149,7 +149,7 @@ def test_cli_ladder_table_json_and_plot(run_cli, tmp_path):
     assert [r["rung"] for r in doc["runs"]] == ["rate-linearized", "lif", "psc"]
     # psc: runtime here (conftest sets BDH_SPIKING_BRIAN2_DEVICE=runtime); the others always runtime
     assert [r["brian2_device"] for r in doc["runs"]] == ["runtime", "runtime", "runtime"]
-    assert "brian2 device" in stdout
+    assert "brian2 device" in stdout and "bytes/s" in stdout and "bytes/s compares rungs" in stdout
     for r in doc["runs"]:
         for key in ("top1_agreement", "ce_rel_diff", "rate_hz_median", "fraction_active", "clipped_fraction",
                     "wall_s", "bio_s_per_wall_s"):
