@@ -11,7 +11,8 @@ CLIP_LIMIT = 0.02  # the clipped activation mass a rung may have (issue 15)
 LADDER_COLUMNS = (("rung", "rung", "{}"), ("brian2 device", "brian2_device", "{}"), ("top1 %", "top1_agreement", "{:.2%}"), ("dCE %", "ce_rel_diff", "{:+.2%}"),
                   ("KL/tok", "kl_per_token", "{:.3f}"), ("rate Hz (median)", "rate_hz_median", "{:.1f}"),
                   ("active", "fraction_active", "{:.3f}"), ("clipped", "clipped_fraction", "{:.4f}"),
-                  ("clipped x / y", None, None), ("wall s", "wall_s", "{:.1f}"), ("bytes/s", "tokens_per_s", "{:.3f}"),
+                  ("clipped x / y", None, None), ("Dale viol.", "dale_violations", "{}"),
+                  ("neg. rates", "negative_rates", "{}"), ("wall s", "wall_s", "{:.1f}"), ("bytes/s", "tokens_per_s", "{:.3f}"),
                   ("bio s / wall s", "bio_s_per_wall_s", "{:.4f}"))
 # why the last column does not compare rungs: what one byte costs in biological time differs
 BIO_TIME_NOTE = ("bio s / wall s counts the biological time simulated: rate-linearized and lif run 2L stage windows of "

@@ -44,6 +44,8 @@ def test_psc_network_is_brian2_objects_only_and_runs_finite(monkeypatch):
     assert torch.isfinite(out.records["state"]).all() and out.records["state"].abs().sum() > 0
     assert 0.0 <= s["clipped_fraction"] <= 0.02
     assert 0.0 < s["fraction_active"] < 1.0 and 0.0 < s["rate_hz_median"] < 500.0
+    # issue 16's counts on the built network: psc still has mixed-sign projections and signed rate units
+    assert s["dale_violations"] > 0 and s["negative_rates"] > 0
     assert seen and not any(isinstance(o, b2.NetworkOperation) for o in seen)
     assert {type(o).__name__ for o in seen} == {"NeuronGroup", "Synapses", "StateMonitor"}
 

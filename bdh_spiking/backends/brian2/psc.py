@@ -45,6 +45,7 @@ lh1 : 1 (linked)
 lh2 : 1 (linked)
 first : 1 (constant)
 bd : integer (constant)
+neg : 1
 """
 ATTN_MODEL = """
 u : 1
@@ -53,6 +54,7 @@ dxw/dt = (xl - xw) / tau_e : 1
 la1 : 1 (linked)
 la2 : 1 (linked)
 xl : 1 (linked)
+neg : 1
 """
 NEURON_MODEL = """
 dv/dt = (mu - v) / tau_m{noise} : 1 (unless refractory)
@@ -72,9 +74,14 @@ ka : 1 (constant)
 kg : 1 (constant)
 sg : 1 (constant)
 nn : integer (constant)
+neg : 1
 """
 Y_EXTRA_GAIN = "J = gx * Jd : 1\ndgx/dt = -gx / tau_gate : 1\n"
 Y_EXTRA_PRODUCT = "J = Jd : 1\ndgx/dt = -gx / tau_gate : 1\n"
+# the units of signed graded nodes that stand for rates (residual xo, readout un, payload q) raise their
+# flag ``neg`` once they go negative (negative_rates, issue 16)
+NEG_FLAG = "neg = clip(neg + int({v} < 0), 0, 1)"
+RATE_UNITS = {"res": "xo", "attn": "un"}  # group -> variable; the x group's payload q is flagged where it is set
 
 
 def check_psc_params(par: dict) -> dict:
@@ -93,7 +100,11 @@ def check_psc_params(par: dict) -> dict:
 
 
 class PscNetwork:
-    """Builds the Brian2 objects of one run (batch x tokens) and reads the results back."""
+    """Builds the Brian2 objects of one run (batch x tokens) and reads the results back.
+
+    Later rungs (issue 16) are mixins that override the construction hooks (``_graded_groups``,
+    ``_neurons``, ``_synapses``, ``_link``, ``_monitors``, ``read``, ``constraint_counts``) and call
+    ``super()``: ``network_class`` stacks them in ladder order."""
 
     def __init__(self, net, spec, par: dict, plasticity, keys):
         self.net, self.spec, self.par, self.plasticity, self.keys = net, spec, par, plasticity, set(keys)
@@ -162,6 +173,8 @@ class PscNetwork:
         rnorm = b2.NeuronGroup(L * B, "s_m1 : 1\ns_m2 : 1\ns_h1 : 1\ns_h2 : 1", name="bdh_psc_rnorm", **common)
         anorm = b2.NeuronGroup(L * B * H, "s_u1 : 1\ns_u2 : 1", name="bdh_psc_anorm", order=1, **common)
         den = b2.NeuronGroup(L * B * H * N, "Jx : 1\nJv : 1", name="bdh_psc_den", **common)
+        for group, var in ((res, RATE_UNITS["res"]), (attn, RATE_UNITS["attn"])):
+            group.run_regularly(NEG_FLAG.format(v=var), when="end", name=f"{group.name}_neg")
         return {"res": res, "attn": attn, "rnorm": rnorm, "anorm": anorm, "den": den}
 
     def _neurons(self, ns: dict) -> dict:
@@ -185,8 +198,8 @@ class PscNetwork:
         n = np.arange(L * B * H * N) % N
         xg.nn = n
         xg.sg = np.where(n % 2 == 0, -1.0, 1.0)  # rotate_pairs: q_2k = c a_2k - s a_2k+1, q_2k+1 = c a_2k+1 + s a_2k
-        xg.run_regularly("q = cosp(t, nn) * a + sinp(t, nn) * sg * ap", clock=self.graded, when="before_groups",
-                         name="bdh_psc_x_rotate")
+        xg.run_regularly("q = cosp(t, nn) * a + sinp(t, nn) * sg * ap\n" + NEG_FLAG.format(v="q"), clock=self.graded,
+                         when="before_groups", name="bdh_psc_x_rotate")
         return {"x": xg, "y": yg}
 
     def _per_neuron(self, theta: torch.Tensor) -> np.ndarray:
@@ -260,6 +273,29 @@ class PscNetwork:
                     "z": b2.StateMonitor(g["res"], "zr", record=last, dt=tok, when="start", name="bdh_psc_mz")}
         return list(self.mon.values())
 
+    # -- constraints counted on the built network (issue 16) -------------------------------------
+    def static_projections(self) -> list:
+        """(presynaptic population, presynaptic unit of each synapse, its signed weight) of every
+        static projection; rungs that split projections (dale) return their own."""
+        s, out = self.syn, []
+        for key, pre in (("E", "res"), ("E_v", "attn"), ("D", "y"), ("gate", "x")):
+            w = np.asarray(s[key].kg_pre[:] if key == "gate" else s[key].w[:], dtype=np.float64)
+            out.append((pre, np.asarray(s[key].i[:]), w))
+        return out
+
+    def constraint_counts(self) -> dict:
+        """dale_violations: units whose outgoing static synapses carry both signs; negative_rates:
+        units standing for rates (residual, readout, payload) that went negative during the run."""
+        signs = {}
+        for pre, i, w in self.static_projections():
+            for sign, mask in ((1, w > 0), (-1, w < 0)):
+                signs.setdefault((pre, sign), set()).update(np.unique(i[mask]).tolist())
+        pops = {pre for pre, _ in signs}
+        dale = sum(len(signs.get((p, 1), set()) & signs.get((p, -1), set())) for p in pops)
+        neg = sum(int(np.asarray(self.groups[g].neg[:]).sum()) for g in RATE_UNITS) + int(np.asarray(
+            self.groups["x"].neg[:]).sum())
+        return {"dale_violations": int(dale), "negative_rates": neg}
+
     # -- results -------------------------------------------------------------------------------
     def read(self) -> dict:
         """Per-byte spike counts and mean currents (B, T, L, H, N), the readout (B, T, D), S."""
@@ -274,7 +310,16 @@ class PscNetwork:
         z = np.asarray(self.mon["z"].zr[:], dtype=np.float64)[:, 1: T + 1]  # (B * D, T)
         out["z"] = z.reshape(B, D, T).transpose(0, 2, 1)
         out["S"] = np.asarray(self.syn["hebb"].S[:], dtype=np.float64).reshape(L, B, H, D, N)
+        out.update(self.constraint_counts())
         return out
+
+
+def network_class(parts) -> type:
+    """PscNetwork with the rungs' mixins on top, the last rung first in the MRO (it sees the others)."""
+    parts = tuple(parts)
+    if not parts:
+        return PscNetwork
+    return type("PscNetwork_" + "_".join(p.__name__ for p in parts), (*reversed(parts), PscNetwork), {})
 
 
 def _run(objects: list, duration) -> None:
@@ -339,7 +384,7 @@ def simulate_psc(net, ids, settings, plasticity, record, progress, spec, par: di
     unsupported = sorted(set(record) - set(PSC_RECORDABLE))
     if unsupported:
         raise ConfigError(f"rung {spec.rungs[-1]} records {', '.join(PSC_RECORDABLE)}; not {', '.join(unsupported)}")
-    pn = PscNetwork(net, spec, par, plasticity, record)
+    pn = network_class(spec.parts)(net, spec, par, plasticity, record)
     res, build_dir = run_network(pn, ids.cpu(), device, target, cache_dir, threads)
     return _result(pn, ids, res, settings, started, device, target, build_dir, threads)
 
@@ -375,6 +420,7 @@ def _result(pn: PscNetwork, ids, res: dict, settings, started: float, device, ta
          "latency_ms": par["token_ms"], "sim_steps_per_token": pn.steps["token_steps"], "dt_ms": par["dt_ms"],
          "token_ms": par["token_ms"], "ladder": list(pn.spec.rungs), "rung": pn.spec.rungs[-1]}
     s.update(LadderTokens.summary(res, theta, token_s, pn.spec.top_current))
+    s.update({k: res[k] for k in ("dale_violations", "negative_rates")})
     result = SimulationResult(logits=logits, stats=stats, records=rec.out, backend="brian2", settings=s,
                               wall_s=time.perf_counter() - started)
     result.events = event_counts(stats, pn.net, event_settings)

@@ -42,6 +42,9 @@ class NetworkSpec:
     curve: object = None
     top_current: float = 1.0
     executor: str = "windows"  # "windows": biophysical.py (NetworkOperation); "psc": psc.py (Brian2 only)
+    # from rung psc on: the rungs' changes of the psc network, mixins of psc.PscNetwork in ladder order
+    # (psc.network_class composes them so that a later rung's override sees the earlier rungs' network)
+    parts: list = dataclasses.field(default_factory=list)
 
     def check(self):
         if self.drive is None or self.curve is None:
