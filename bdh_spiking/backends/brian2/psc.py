@@ -35,8 +35,8 @@ PSC_RECORDABLE = ("counts", "decoded", "state", "margins")  # margins: +inf (no 
 RES_MODEL = """
 dm/dt = -m / tau_syn : 1
 dxin/dt = (first * emb(t, bd) + (1 - first) * xprev - xin) / tau_g : 1
-dhh/dt = (xin + (m - lm1 * inv_d) / sqrt(clip(lm2 * inv_d - (lm1 * inv_d)**2, 0, inf) + ln_eps) - hh) / tau_g : 1
-dxo/dt = ((hh - lh1 * inv_d) / sqrt(clip(lh2 * inv_d - (lh1 * inv_d)**2, 0, inf) + ln_eps) - xo) / tau_g : 1
+dhh/dt = (xin + {norm_m} - hh) / tau_g : 1
+dxo/dt = ({norm_h} - xo) / tau_g : 1
 dzr/dt = (xo - zr) / tau_e : 1
 xprev : 1 (linked)
 lm1 : 1 (linked)
@@ -49,13 +49,15 @@ neg : 1
 """
 ATTN_MODEL = """
 u : 1
-dun/dt = ((u - la1 * inv_d) / sqrt(clip(la2 * inv_d - (la1 * inv_d)**2, 0, inf) + ln_eps) - un) / tau_g : 1
+dun/dt = ({norm_u} - un) / tau_g : 1
 dxw/dt = (xl - xw) / tau_e : 1
 la1 : 1 (linked)
 la2 : 1 (linked)
 xl : 1 (linked)
 neg : 1
 """
+LN_EXPR = "({z} - {s1} * inv_d) / sqrt(clip({s2} * inv_d - ({s1} * inv_d)**2, 0, inf) + ln_eps)"
+PAYLOAD = "q = cosp(t, nn) * a + sinp(t, nn) * sg * ap"  # rotate_pairs on the partner's filtered train
 NEURON_MODEL = """
 dv/dt = (mu - v) / tau_m{noise} : 1 (unless refractory)
 dI/dt = (J - I) / tau_syn : 1
@@ -140,6 +142,26 @@ class PscNetwork:
         rule = self.plasticity.at(t)
         return 0.0 if rule.reset else (rule.decay if rule.decay is not None else 1.0)
 
+    # -- the equations later rungs change (hooks) -------------------------------------------------
+    def norm(self, z: str, s1: str, s2: str) -> str:
+        """The normalisation of z given the linked sums s1 = sum z, s2 = sum z^2 of its group: LayerNorm."""
+        return LN_EXPR.format(z=z, s1=s1, s2=s2)
+
+    def res_model(self) -> str:
+        return RES_MODEL.format(norm_m=self.norm("m", "lm1", "lm2"), norm_h=self.norm("hh", "lh1", "lh2"))
+
+    def attn_model(self) -> str:
+        return ATTN_MODEL.format(norm_u=self.norm("u", "la1", "la2"))
+
+    def payload_code(self) -> str:
+        """The x neuron's payload q (graded clock), what the plastic synapses read and write."""
+        return PAYLOAD
+
+    def hebb_synapse(self) -> dict:
+        """The plastic synapses x -> readout units: model, the write at the plasticity pulse."""
+        return {"model": "S : 1\nu_post = S * q_pre : 1 (summed)",
+                "on_pre": {"write": "S = keepn(t) * (S + wrt(t) * xw_post * qe_pre)"}, "on_event": {"write": "write"}}
+
     # -- construction --------------------------------------------------------------------------
     def build(self, ids: torch.Tensor) -> list:
         import brian2 as b2
@@ -162,13 +184,13 @@ class PscNetwork:
 
         L, B, H, D, N = self.dims.L, self.B, self.dims.H, self.dims.D, self.dims.N
         common = dict(clock=self.graded, namespace=ns, method="euler")
-        res = b2.NeuronGroup(L * B * D, RES_MODEL, name="bdh_psc_res", **common)
+        res = b2.NeuronGroup(L * B * D, self.res_model(), name="bdh_psc_res", **common)
         l, b, d = np.unravel_index(np.arange(L * B * D), (L, B, D))
         res.first = (l == 0).astype(float)
         res.bd = b * D + d
         # order within a graded step: the read u (summed, order -1), its norm sums (order 0), then LN(u)
         # (order 1), so that LayerNorm sees the mean and variance of the u it normalises
-        attn = b2.NeuronGroup(L * B * H * D, ATTN_MODEL, name="bdh_psc_attn", order=0, **common)
+        attn = b2.NeuronGroup(L * B * H * D, self.attn_model(), name="bdh_psc_attn", order=0, **common)
         attn.state_updater.order = 1
         rnorm = b2.NeuronGroup(L * B, "s_m1 : 1\ns_m2 : 1\ns_h1 : 1\ns_h2 : 1", name="bdh_psc_rnorm", **common)
         anorm = b2.NeuronGroup(L * B * H, "s_u1 : 1\ns_u2 : 1", name="bdh_psc_anorm", order=1, **common)
@@ -198,7 +220,7 @@ class PscNetwork:
         n = np.arange(L * B * H * N) % N
         xg.nn = n
         xg.sg = np.where(n % 2 == 0, -1.0, 1.0)  # rotate_pairs: q_2k = c a_2k - s a_2k+1, q_2k+1 = c a_2k+1 + s a_2k
-        xg.run_regularly("q = cosp(t, nn) * a + sinp(t, nn) * sg * ap\n" + NEG_FLAG.format(v="q"), clock=self.graded,
+        xg.run_regularly(self.payload_code() + "\n" + NEG_FLAG.format(v="q"), clock=self.graded,
                          when="before_groups", name="bdh_psc_x_rotate")
         return {"x": xg, "y": yg}
 
@@ -221,9 +243,7 @@ class PscNetwork:
                              name="bdh_psc_E", **graded),
             "E_v": b2.Synapses(g["attn"], g["den"], "w : 1 (constant)\nJv_post = w * un_pre : 1 (summed)",
                                name="bdh_psc_E_v", **graded),
-            "hebb": b2.Synapses(g["x"], g["attn"], "S : 1\nu_post = S * q_pre : 1 (summed)",
-                                on_pre={"write": "S = keepn(t) * (S + wrt(t) * xw_post * qe_pre)"},
-                                on_event={"write": "write"}, name="bdh_psc_hebb", **graded),
+            "hebb": b2.Synapses(g["x"], g["attn"], name="bdh_psc_hebb", **self.hebb_synapse(), **graded),
             "D": b2.Synapses(g["y"], g["res"], "w : 1 (constant)", on_pre=dec_on, name="bdh_psc_D", **fine),
             "gate": b2.Synapses(g["x"], g["y"], on_pre="gx_post += kg_pre", name="bdh_psc_gate", **fine),
             "rnorm": b2.Synapses(g["res"], g["rnorm"], "s_m1_post = m_pre : 1 (summed)\n"
