@@ -41,12 +41,17 @@ def clipping(dense, net, coding: str, max_spikes: int) -> dict:
     return out
 
 
+def _pct(v: float) -> str:
+    """A share as a percentage that never reads 0.000% when it is not 0."""
+    return f"{v:.3%}" if v == 0 or v >= 5e-6 else f"{100 * v:.1e}%"
+
+
 def clipping_warning(run: dict, text_name: str) -> str | None:
     """A one-line warning when the evaluation activations exceed the range the thresholds represent."""
     frac = run.get("clipped_fraction") or 0.0
     if frac <= 0:
         return None
-    return (f"warning: on {text_name}, {frac:.3%} of the x/y activation mass lies above the top level the "
+    return (f"warning: on {text_name}, {_pct(frac)} of the x/y activation mass lies above the top level the "
             f"thresholds represent ({run['coding']}, K={top_spikes(run['coding'], run.get('max_spikes') or 1)}: "
-            f"x {run.get('clipped_fraction_x', 0):.3%}, y {run.get('clipped_fraction_y', 0):.3%}) and is clipped; "
+            f"x {_pct(run.get('clipped_fraction_x') or 0.0)}, y {_pct(run.get('clipped_fraction_y') or 0.0)}) and is clipped; "
             "activations exceed the calibrated range (a text unlike the calibration text? see docs/spiking-aware.md)")

@@ -124,3 +124,15 @@ def test_cli_prints_pairwise_table(run_cli, tmp_path):
     assert "backend against backend" in stdout
     assert any("reference" in line and "norse" in line for line in stdout.split("backend against backend")[1]
                .splitlines())
+
+
+def test_clipping_warning_never_reads_zero_percent():
+    """A tiny clipped share is printed in scientific form, not as '0.000%'; none at 0."""
+    from bdh_spiking.clipping import clipping_warning
+
+    run = {"clipped_fraction": 3e-8, "clipped_fraction_x": 0.0, "clipped_fraction_y": 6e-8, "coding": "multispike",
+           "max_spikes": 4}
+    text = clipping_warning(run, "t")
+    assert "0.000%" not in text.split("(")[0] and "3.0e-06%" in text and "y 6.0e-06%" in text
+    assert clipping_warning(dict(run, clipped_fraction=0.0), "t") is None
+    assert "1.250%" in clipping_warning(dict(run, clipped_fraction=0.0125), "t")
