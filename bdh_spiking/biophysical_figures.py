@@ -91,7 +91,8 @@ def plot_sweep(name: str, values, runs, path) -> Path:
 
 
 def plot_ladder(rows: list, path) -> Path:
-    """Fidelity (top-1, dCE) and rates (median rate, fraction active, clipped fraction) against rung."""
+    """Fidelity (top-1, dCE), rates (median rate, fraction active, clipped fraction) and the
+    constraint counts of the built network (Dale violations, negative rates; where measured) against rung."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +102,7 @@ def plot_ladder(rows: list, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [r["rung"] for r in rows]
     xs = list(range(len(rows)))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     axes[0].plot(xs, [100 * r["top1_agreement"] for r in rows], "o-", label="top-1 agreement %")
     axes[0].plot(xs, [100 * r["ce_rel_diff"] for r in rows], "s-", label="dCE % vs dense")
     axes[0].axhline(0, color="grey", lw=0.5)
@@ -111,6 +112,12 @@ def plot_ladder(rows: list, path) -> Path:
     axes[2].plot(xs, [r["fraction_active"] for r in rows], "o-", label="fraction active")
     axes[2].plot(xs, [r["clipped_fraction"] for r in rows], "s-", label="clipped fraction")
     axes[2].axhline(0.02, color="red", lw=0.7, ls="--", label="clip limit 0.02")
+    for key, mark in (("dale_violations", "o-"), ("negative_rates", "s-")):
+        axes[3].plot(xs, [r.get(key, float("nan")) if r.get(key) is not None else float("nan") for r in rows], mark,
+                     label=key.replace("_", " "))
+    axes[3].set_yscale("symlog", linthresh=1)
+    axes[3].set_title("constraints broken in the built network (units)", fontsize=9)
+    axes[3].legend(fontsize=7)
     for ax in axes:
         ax.set_xticks(xs, names, rotation=20, fontsize=8)
     axes[0].legend(fontsize=7)
