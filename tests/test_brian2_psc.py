@@ -117,3 +117,27 @@ def test_cpp_standalone_matches_runtime(tmp_path, monkeypatch):
     again = bs.simulate(net, ids, brian2_device="cpp_standalone", **common)
     assert again.settings["build_dir"] == sa.settings["build_dir"]
     assert torch.equal(again.records["x_counts"], sa.records["x_counts"])
+
+
+def test_build_lock_serialises_runs_of_one_structure(tmp_path):
+    """Two runs of the same structure share a build directory; the second waits for the first."""
+    import threading
+    import time
+
+    from bdh_spiking.backends.brian2.devices import BuildLock
+
+    order = []
+    first = BuildLock(tmp_path).acquire()
+
+    def second():
+        lock = BuildLock(tmp_path).acquire()
+        order.append("second")
+        lock.release()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.3)
+    order.append("first done")
+    first.release()
+    thread.join(5)
+    assert order == ["first done", "second"]

@@ -10,6 +10,7 @@ text changed, so a second run of the same structure recompiles nothing."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -89,6 +90,25 @@ def standalone_dir(key: dict) -> Path:
     return root / hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class BuildLock:
+    """An exclusive lock on a standalone build directory: two runs of the same network structure
+    (two processes, or two threads) share the directory, and concurrent builds corrupt make's files."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / ".lock"
+
+    def acquire(self) -> "BuildLock":
+        self._file = open(self.path, "w")
+        fcntl.flock(self._file, fcntl.LOCK_EX)  # blocks until the other run has finished
+        return self
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._file.close()
+
+
 class StandaloneSession:
     """set_device(..., build_on_run=False) on entry; ``build()`` compiles (incrementally) and runs the
     project; on exit the device is reinitialised and runtime mode restored, so later runs (and
@@ -103,6 +123,7 @@ class StandaloneSession:
         if self.device == "cuda_standalone":
             import brian2cuda  # noqa: F401 - registers the device
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = BuildLock(self.directory).acquire()
         brian2.set_device(self.device, directory=str(self.directory), build_on_run=False)
         brian2.prefs.devices.cpp_standalone.openmp_threads = int(self.threads or 0)
         brian2.prefs.codegen.cpp.extra_compile_args_gcc = list(self.compile_args)
@@ -124,4 +145,5 @@ class StandaloneSession:
         finally:
             brian2.set_device("runtime")
             brian2.prefs.devices.cpp_standalone.openmp_threads = 0
+            self._lock.release()
         return False
