@@ -269,9 +269,9 @@ class PscNetwork:
         syn["hebb"].connect(i=conn["hebb"][0], j=conn["hebb"][1])
         theta_y = np.broadcast_to(self.w["theta_y"].numpy()[:, None, :, :, None], (L, B, H, N, D)).reshape(-1)
         dec = wts["D"] * theta_y / (self.par["max_rate_hz"] * self.par["tau_syn_ms"] / 1000.0)
-        i, j, w = self.decoder_split(conn["D"][0], conn["D"][1], dec)
-        syn["D"].connect(i=i, j=j)
-        syn["D"].w = w
+        pre, post, weight = self.decoder_split(conn["D"][0], conn["D"][1], dec)  # (not i, j: connect(j="i") below)
+        syn["D"].connect(i=pre, j=post)
+        syn["D"].w = weight
         syn["hebb"].S = 0.0
         syn["gate"].connect(j="i")
         syn["rnorm"].connect(i=np.arange(L * B * D), j=np.arange(L * B * D) // D)
