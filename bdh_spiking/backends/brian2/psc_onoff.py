@@ -88,10 +88,11 @@ class OnOffPairs:
         below = np.arange((L - 1) * B * D)  # the residual units of layers 0..L-2 feed the layer above
         out = []
         for half, sign in (("on", 1.0), ("off", -1.0)):
+            minus = "-" if sign < 0 else ""
             out += [GradedProjection(f"E_{half}", "res", f"x{half}", f"res_{half}", "den", "Jx", *conn["E"],
-                                     sign * wts["E"], f"E: residual x_{half} -> x dendrites ({'-' * (sign < 0)}W_x)"),
+                                     sign * wts["E"], f"E: residual x_{half} -> x dendrites ({minus}W_x)"),
                     GradedProjection(f"E_v_{half}", "attn", f"un{half}", f"attn_{half}", "den", "Jv", *conn["E_v"],
-                                     sign * wts["E_v"], f"E_v: readout u_{half} -> y dendrites ({'-' * (sign < 0)}W_y)"),
+                                     sign * wts["E_v"], f"E_v: readout u_{half} -> y dendrites ({minus}W_y)"),
                     GradedProjection(f"next_{half}", "res", f"x{half}", f"res_{half}", "res", "xp", below,
                                      below + B * D, np.full(len(below), sign),
                                      f"residual stream: x_{half} of layer l -> input of layer l+1 ({sign:+g})")]
