@@ -20,12 +20,12 @@ TAU_M, T_REF, R_MAX = 20.0, 2.0, 200.0
 
 
 def test_parse_ladder_orders_and_refuses():
-    assert parse_ladder("all") == BUILT == ("rate-linearized", "lif", "psc")
+    assert parse_ladder("all") == BUILT == ("rate-linearized", "lif", "psc", "dale", "onoff")
     assert parse_ladder("lif") == ("lif",)
     assert parse_ladder(["rate-linearized", "lif"]) == ("rate-linearized", "lif")
     assert rungs_through("lif") == ("rate-linearized", "lif")  # cumulative
     for spec, phrase in (("lif,rate-linearized", "out of order"), ("lif,lif", "out of order"),
-                         ("linear", "unknown rung"), ("", "no rung"), ("dale", "not built")):
+                         ("linear", "unknown rung"), ("", "no rung"), ("local-plasticity", "not built")):
         with pytest.raises(ConfigError, match=phrase):
             parse_ladder(spec)
     assert LADDER[:3] == ("rate-linearized", "lif", "psc")
@@ -80,7 +80,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWa
 def test_bad_ladder_and_overdesigned_network_refused_before_any_work():
     model, net = tiny(seed=2)
     ids = ids_for(1, 2)
-    for spec, phrase in (("lif,rate-linearized", "out of order"), ("spiking", "unknown rung"), ("dale", "not built")):
+    for spec, phrase in (("lif,rate-linearized", "out of order"), ("spiking", "unknown rung"), ("local-plasticity", "not built")):
         with pytest.raises(ConfigError, match=phrase):
             bs.simulate(net, ids, backend="brian2", mode="biophysical", ladder=spec)
     over = bs.convert(model, calibration=bytes(range(256)) * 2, design_max_spikes=4)
@@ -145,10 +145,11 @@ def test_cli_ladder_table_json_and_plot(run_cli, tmp_path):
     assert code == 0, stderr
     assert "fidelity ladder" in stdout and "rate-linearized" in stdout and "lif" in stdout and "psc" in stdout
     doc = json.loads(out_json.read_text())
-    assert set(doc) == {"meta", "runs"} and doc["meta"]["ladder"] == ["rate-linearized", "lif", "psc"]
-    assert [r["rung"] for r in doc["runs"]] == ["rate-linearized", "lif", "psc"]
+    rungs = ["rate-linearized", "lif", "psc", "dale", "onoff"]
+    assert set(doc) == {"meta", "runs"} and doc["meta"]["ladder"] == rungs
+    assert [r["rung"] for r in doc["runs"]] == rungs
     # psc: runtime here (conftest sets BDH_SPIKING_BRIAN2_DEVICE=runtime); the others always runtime
-    assert [r["brian2_device"] for r in doc["runs"]] == ["runtime", "runtime", "runtime"]
+    assert [r["brian2_device"] for r in doc["runs"]] == ["runtime"] * 5
     assert "brian2 device" in stdout and "bytes/s" in stdout and "bytes/s compares rungs" in stdout
     for r in doc["runs"]:
         for key in ("top1_agreement", "ce_rel_diff", "rate_hz_median", "fraction_active", "clipped_fraction",

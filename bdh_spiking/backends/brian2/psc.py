@@ -81,9 +81,10 @@ neg : 1
 Y_EXTRA_GAIN = "J = gx * Jd : 1\ndgx/dt = -gx / tau_gate : 1\n"
 Y_EXTRA_PRODUCT = "J = Jd : 1\ndgx/dt = -gx / tau_gate : 1\n"
 # the units of signed graded nodes that stand for rates (residual xo, readout un, payload q) raise their
-# flag ``neg`` once they go negative (negative_rates, issue 16)
-NEG_FLAG = "neg = clip(neg + int({v} < 0), 0, 1)"
-RATE_UNITS = {"res": "xo", "attn": "un"}  # group -> variable; the x group's payload q is flagged where it is set
+# flag once they go negative (negative_rates, issue 16); group -> {variable: its flag}
+NEG_FLAG = "{flag} = clip({flag} + int({v} < 0), 0, 1)"
+RATE_UNITS = {"res": {"xo": "neg"}, "attn": {"un": "neg"}, "x": {"q": "neg"}}  # x's q is flagged where it is set
+DEN_MODEL = "Jx : 1\nJv : 1"
 
 
 def check_psc_params(par: dict) -> dict:
@@ -157,6 +158,22 @@ class PscNetwork:
         """The x neuron's payload q (graded clock), what the plastic synapses read and write."""
         return PAYLOAD
 
+    def den_model(self) -> str:
+        """The dendritic sums Jx (of x) and Jv (of y), the variables the x and y neurons link to."""
+        return DEN_MODEL
+
+    def x_extra(self) -> str:
+        """The x neuron's variables beyond the LIF membrane (its current, spike-train filter, payload)."""
+        return X_EXTRA
+
+    def rate_units(self) -> dict:
+        """group -> {variable standing for a rate: its negative flag} (negative_rates counts the flags)."""
+        return RATE_UNITS
+
+    def neg_flags(self, group: str) -> str:
+        """The code that raises the flags of ``group``'s rate variables once they go negative."""
+        return "\n".join(NEG_FLAG.format(flag=f, v=v) for v, f in self.rate_units().get(group, {}).items())
+
     def hebb_synapse(self) -> dict:
         """The plastic synapses x -> readout units: model, the write at the plasticity pulse."""
         return {"model": "S : 1\nu_post = S * q_pre : 1 (summed)",
@@ -194,9 +211,9 @@ class PscNetwork:
         attn.state_updater.order = 1
         rnorm = b2.NeuronGroup(L * B, "s_m1 : 1\ns_m2 : 1\ns_h1 : 1\ns_h2 : 1", name="bdh_psc_rnorm", **common)
         anorm = b2.NeuronGroup(L * B * H, "s_u1 : 1\ns_u2 : 1", name="bdh_psc_anorm", order=1, **common)
-        den = b2.NeuronGroup(L * B * H * N, "Jx : 1\nJv : 1", name="bdh_psc_den", **common)
-        for group, var in ((res, RATE_UNITS["res"]), (attn, RATE_UNITS["attn"])):
-            group.run_regularly(NEG_FLAG.format(v=var), when="end", name=f"{group.name}_neg")
+        den = b2.NeuronGroup(L * B * H * N, self.den_model(), name="bdh_psc_den", **common)
+        for key, group in (("res", res), ("attn", attn)):
+            group.run_regularly(self.neg_flags(key), when="end", name=f"{group.name}_neg")
         return {"res": res, "attn": attn, "rnorm": rnorm, "anorm": anorm, "den": den}
 
     def _neurons(self, ns: dict) -> dict:
@@ -209,7 +226,7 @@ class PscNetwork:
         y_extra = Y_EXTRA_GAIN if self.net.gating == "gain" else Y_EXTRA_PRODUCT
         common = dict(threshold="v > 1", refractory=par["t_ref_ms"] * ms, method="euler", clock=self.fine,
                       namespace=ns)
-        xg = b2.NeuronGroup(L * B * H * N, base + X_EXTRA, reset="v = 0\ncnt += 1\na += ka", name="bdh_psc_x",
+        xg = b2.NeuronGroup(L * B * H * N, base + self.x_extra(), reset="v = 0\ncnt += 1\na += ka", name="bdh_psc_x",
                             events={"write": "wgate(t) > 0"}, **common)
         yg = b2.NeuronGroup(L * B * H * N, base + y_extra, reset="v = 0\ncnt += 1", name="bdh_psc_y", **common)
         # the filtered spike train a of an x neuron is its activation theta * rate / r_max
@@ -220,7 +237,7 @@ class PscNetwork:
         n = np.arange(L * B * H * N) % N
         xg.nn = n
         xg.sg = np.where(n % 2 == 0, -1.0, 1.0)  # rotate_pairs: q_2k = c a_2k - s a_2k+1, q_2k+1 = c a_2k+1 + s a_2k
-        xg.run_regularly(self.payload_code() + "\n" + NEG_FLAG.format(v="q"), clock=self.graded,
+        xg.run_regularly(self.payload_code() + "\n" + self.neg_flags("x"), clock=self.graded,
                          when="before_groups", name="bdh_psc_x_rotate")
         return {"x": xg, "y": yg}
 
@@ -237,31 +254,60 @@ class PscNetwork:
         wts = projection_weights(self.w, L, B, H, D, N)
         graded = dict(clock=self.graded, namespace=ns)
         fine = dict(clock=self.fine, namespace=ns)
-        dec_on = "m_post += w" if self.net.gating == "gain" else "m_post += w * gx_pre"
-        syn = {
-            "E": b2.Synapses(g["res"], g["den"], "w : 1 (constant)\nJx_post = w * xo_pre : 1 (summed)",
-                             name="bdh_psc_E", **graded),
-            "E_v": b2.Synapses(g["attn"], g["den"], "w : 1 (constant)\nJv_post = w * un_pre : 1 (summed)",
-                               name="bdh_psc_E_v", **graded),
+        syn = self.graded_projections(g, ns, conn, wts)
+        syn.update({
             "hebb": b2.Synapses(g["x"], g["attn"], name="bdh_psc_hebb", **self.hebb_synapse(), **graded),
-            "D": b2.Synapses(g["y"], g["res"], "w : 1 (constant)", on_pre=dec_on, name="bdh_psc_D", **fine),
+            "D": b2.Synapses(g["y"], g["res"], "w : 1 (constant)", on_pre=self.decoder_on_pre(), name="bdh_psc_D",
+                             **fine),
             "gate": b2.Synapses(g["x"], g["y"], on_pre="gx_post += kg_pre", name="bdh_psc_gate", **fine),
             "rnorm": b2.Synapses(g["res"], g["rnorm"], "s_m1_post = m_pre : 1 (summed)\n"
                                  "s_m2_post = m_pre * m_pre : 1 (summed)\ns_h1_post = hh_pre : 1 (summed)\n"
                                  "s_h2_post = hh_pre * hh_pre : 1 (summed)", name="bdh_psc_rnorm_sum", **graded),
             "anorm": b2.Synapses(g["attn"], g["anorm"], "s_u1_post = u_pre : 1 (summed)\n"
                                  "s_u2_post = u_pre * u_pre : 1 (summed)", name="bdh_psc_anorm_sum", **graded),
-        }
-        for key in ("E", "E_v", "hebb", "D"):
-            syn[key].connect(i=conn[key][0], j=conn[key][1])
-        syn["E"].w, syn["E_v"].w = wts["E"], wts["E_v"]
+        })
+        syn["hebb"].connect(i=conn["hebb"][0], j=conn["hebb"][1])
         theta_y = np.broadcast_to(self.w["theta_y"].numpy()[:, None, :, :, None], (L, B, H, N, D)).reshape(-1)
-        syn["D"].w = wts["D"] * theta_y / (self.par["max_rate_hz"] * self.par["tau_syn_ms"] / 1000.0)
+        dec = wts["D"] * theta_y / (self.par["max_rate_hz"] * self.par["tau_syn_ms"] / 1000.0)
+        pre, post, weight = self.decoder_split(conn["D"][0], conn["D"][1], dec)  # (not i, j: connect(j="i") below)
+        syn["D"].connect(i=pre, j=post)
+        syn["D"].w = weight
         syn["hebb"].S = 0.0
         syn["gate"].connect(j="i")
         syn["rnorm"].connect(i=np.arange(L * B * D), j=np.arange(L * B * D) // D)
         syn["anorm"].connect(i=np.arange(L * B * H * D), j=np.arange(L * B * H * D) // D)
         return syn
+
+    def graded_projections(self, g: dict, ns: dict, conn: dict, wts: dict) -> dict:
+        """The static projections of the graded units onto the dendritic sums, connected and weighted:
+        E (residual xo -> Jx of the x neurons), E_v (readout un -> Jv of the y neurons)."""
+        import brian2 as b2
+
+        graded = dict(clock=self.graded, namespace=ns)
+        syn = {"E": b2.Synapses(g["res"], g["den"], "w : 1 (constant)\nJx_post = w * xo_pre : 1 (summed)",
+                                name="bdh_psc_E", **graded),
+               "E_v": b2.Synapses(g["attn"], g["den"], "w : 1 (constant)\nJv_post = w * un_pre : 1 (summed)",
+                                  name="bdh_psc_E_v", **graded)}
+        for key in ("E", "E_v"):
+            syn[key].connect(i=conn[key][0], j=conn[key][1])
+        syn["E"].w, syn["E_v"].w = wts["E"], wts["E_v"]
+        return syn
+
+    def decoder_on_pre(self) -> str:
+        """A y spike's (or its relay's) effect on the residual unit's decoder PSC m."""
+        return "m_post += w" if self.net.gating == "gain" else "m_post += w * gx_pre"
+
+    def decoder_split(self, i: np.ndarray, j: np.ndarray, w: np.ndarray) -> tuple:
+        """(pre, post, weight) of the decoder synapses y -> residual units that y makes itself (psc: all)."""
+        return i, j, w
+
+    def link_layers(self, res) -> None:
+        """The residual stream from layer l-1 to layer l: the input xin of layer l reads xo below (linked)."""
+        from brian2 import linked_var
+
+        B, D = self.B, self.dims.D
+        idx = np.arange(self.dims.L * B * D)
+        res.xprev = linked_var(res, "xo", index=np.where(idx >= B * D, idx - B * D, idx))  # layer l-1, same b, d
 
     def _link(self, g: dict) -> None:
         from brian2 import linked_var
@@ -269,7 +315,7 @@ class PscNetwork:
         L, B, H, D, N = self.dims.L, self.B, self.dims.H, self.dims.D, self.dims.N
         res, attn = g["res"], g["attn"]
         idx = np.arange(L * B * D)
-        res.xprev = linked_var(res, "xo", index=np.where(idx >= B * D, idx - B * D, idx))  # layer l-1, same b, d
+        self.link_layers(res)
         for mine, theirs in (("lm1", "s_m1"), ("lm2", "s_m2"), ("lh1", "s_h1"), ("lh2", "s_h2")):
             setattr(res, mine, linked_var(g["rnorm"], theirs, index=idx // D))
         a = np.arange(L * B * H * D)
@@ -312,8 +358,8 @@ class PscNetwork:
                 signs.setdefault((pre, sign), set()).update(np.unique(i[mask]).tolist())
         pops = {pre for pre, _ in signs}
         dale = sum(len(signs.get((p, 1), set()) & signs.get((p, -1), set())) for p in pops)
-        neg = sum(int(np.asarray(self.groups[g].neg[:]).sum()) for g in RATE_UNITS) + int(np.asarray(
-            self.groups["x"].neg[:]).sum())
+        neg = sum(int(np.asarray(getattr(self.groups[g], f)[:]).sum()) for g, flags in self.rate_units().items()
+                  for f in set(flags.values()))
         return {"dale_violations": int(dale), "negative_rates": neg}
 
     # -- results -------------------------------------------------------------------------------
@@ -441,6 +487,7 @@ def _result(pn: PscNetwork, ids, res: dict, settings, started: float, device, ta
          "token_ms": par["token_ms"], "ladder": list(pn.spec.rungs), "rung": pn.spec.rungs[-1]}
     s.update(LadderTokens.summary(res, theta, token_s, pn.spec.top_current))
     s.update({k: res[k] for k in ("dale_violations", "negative_rates")})
+    s.update(res.get("rung_settings", {}))  # what later rungs report (dale: its inhibitory populations)
     result = SimulationResult(logits=logits, stats=stats, records=rec.out, backend="brian2", settings=s,
                               wall_s=time.perf_counter() - started)
     result.events = event_counts(stats, pn.net, event_settings)

@@ -15,6 +15,8 @@ import numpy as np
 from ...errors import ConfigError
 from ...semantics.ladder import rungs_through
 from ...semantics.lif import LifCurve
+from .psc_dale import DaleSplit
+from .psc_onoff import OnOffPairs
 
 
 class LinearCurve:
@@ -91,7 +93,27 @@ class Psc:
         spec.executor = "psc"
 
 
-RUNG_CLASSES = {cls.name: cls for cls in (RateLinearized, Lif, Psc)}
+class Dale:
+    """Rung 4: Dale's law. Every static projection split by sign: negative weights go through
+    inhibitory interneurons (psc_dale.py); dale_violations is 0 on the built network."""
+
+    name = "dale"
+
+    def apply(self, spec: NetworkSpec, par: dict) -> None:
+        spec.parts.append(DaleSplit)
+
+
+class OnOff:
+    """Rung 5: the signed rates (residual stream, attention readout, rotated payload) carried by
+    pairs of non-negative ON/OFF units (psc_onoff.py); negative_rates is 0 on the built network."""
+
+    name = "onoff"
+
+    def apply(self, spec: NetworkSpec, par: dict) -> None:
+        spec.parts.append(OnOffPairs)
+
+
+RUNG_CLASSES = {cls.name: cls for cls in (RateLinearized, Lif, Psc, Dale, OnOff)}
 
 
 def network_spec(rung: str, par: dict) -> NetworkSpec:
