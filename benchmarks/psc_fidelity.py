@@ -52,6 +52,8 @@ SETTINGS = {
     "slow_e": {"tau_gate_ms": 80.0, "tau_elig_ms": 80.0},
     "tok400_slow_e": {"token_ms": 400.0, "tau_gate_ms": 80.0, "tau_elig_ms": 80.0},
     "tok400_slow_all": {"token_ms": 400.0, "tau_syn_ms": 20.0, "tau_gate_ms": 80.0, "tau_elig_ms": 80.0},
+    "tok200_slow_e": {"token_ms": 200.0, "tau_gate_ms": 80.0, "tau_elig_ms": 80.0},
+    "tok200_fast_e": {"token_ms": 200.0, "tau_gate_ms": 5.0, "tau_elig_ms": 5.0},
 }
 
 

@@ -239,7 +239,7 @@ class PscNetwork:
         fine = dict(clock=self.fine, namespace=ns)
         dec_on = "m_post += w" if self.net.gating == "gain" else "m_post += w * gx_pre"
         syn = {
-            "E": b2.Synapses(g["res"], g["den"], "w : 1 (constant)\nJx_post = w * xo_pre : 1 (summed)",
+            "E": b2.Synapses(g["res"], g["den"], "w : 1 (constant)\nJx_post = w * xin_pre : 1 (summed)",
                              name="bdh_psc_E", **graded),
             "E_v": b2.Synapses(g["attn"], g["den"], "w : 1 (constant)\nJv_post = w * un_pre : 1 (summed)",
                                name="bdh_psc_E_v", **graded),
