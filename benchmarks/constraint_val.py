@@ -7,7 +7,7 @@ the shipped biophysical parameters. Same windows for every checkpoint: the first
 block-size windows of the validation split (last 10%) of --text. Prints a table (and --json).
 
     python benchmarks/constraint_val.py CKPT [CKPT..] --text ../shared/data/tinyshakespeare.txt \
-        [--rung lif] [--windows 128] [--block-size 256] [--threads 1]
+        [--rung lif|rate-linearized|psc] [--windows 128] [--block-size 256] [--threads 1]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--text", required=True)
-    ap.add_argument("--rung", default="lif", help="for checkpoints without a recorded constraint")
+    ap.add_argument("--rung", default="lif", help="rate-linearized, lif or psc: for checkpoints without a recorded constraint")
     ap.add_argument("--windows", type=int, default=128)
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)

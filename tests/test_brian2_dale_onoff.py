@@ -100,7 +100,8 @@ def test_onoff_pairs_are_non_negative_and_exact(monkeypatch):
     assert out.settings["negative_rates"] == 0
     assert {"E_on_inh", "E_off_inh", "E_v_on_inh", "E_v_off_inh", "next_off_inh", "D_inh"} == set(pops)
     units = pn.rate_units()
-    assert units["res"] == {"xon": "neg_on", "xoff": "neg_off"} and "qon" in units["x"] and "E_on_inh" in units
+    assert units["res"] == {"xon": "neg_on", "xoff": "neg_off", "xinon": "neg_in_on", "xinoff": "neg_in_off"}
+    assert "qon" in units["x"] and "E_on_inh" in units
     for group in ("res", "attn"):  # the pairs were exercised: both halves of the pairs were active
         g = pn.groups[group]
         assert (np.asarray(g.von[:]) > 0).any() and (np.asarray(g.voff[:]) > 0).any()

@@ -141,3 +141,40 @@ def test_build_lock_serialises_runs_of_one_structure(tmp_path):
     first.release()
     thread.join(5)
     assert order == ["first done", "second"]
+
+
+@pytest.mark.slow
+def test_psc_x_neurons_are_driven_by_their_layers_input():
+    """Layer 0's x neurons see the embedding's LayerNorm x^0 (exact, from the stimulus table): their
+    per-byte counts follow the dense form of rung psc on the dense model's own layer-0 x current,
+    token_s * f(1 + g I). Before the fix they were driven by the layer's output x^1 (the E synapses
+    read ``xo`` instead of ``xin``) and followed x^1's current instead."""
+    import numpy as np
+
+    from bdh_spiking.semantics import fold_weights
+    from bdh_spiking.semantics.activation import Activation, replaced
+    from bdh_spiking.semantics.lif import LifCurve
+
+    model, net = tiny(seed=2, n_layer=2, gating="product")
+    ids = ids_for(1, 3, seed=4)
+    token_ms = 200.0
+    out = bs.simulate(net, ids, backend="brian2", mode="biophysical", ladder="psc", token_ms=token_ms,
+                      record=("counts",))
+    seen = {}
+
+    class Keep(Activation):
+        def x(self, layer, current):
+            seen[layer] = current.detach()
+            return super().x(layer, current)
+
+    with torch.no_grad(), replaced(model.double(), Keep()):
+        model(ids)
+    theta = fold_weights(net, torch.device("cpu"), torch.float64)["theta_x"]
+    curve = LifCurve(20.0, 2.0, 200.0)
+    expect = {}
+    folded = (seen[0][0] / theta[0].unsqueeze(-2)).numpy()  # H, T, N
+    expect[0] = token_ms / 1000.0 * curve.rate_hz(np.clip(folded, 0, None)).transpose(1, 0, 2)  # T, H, N
+    got = out.records["x_counts"][0, :, 0].numpy()  # T, H, N
+    # the first byte's count includes the onset (membranes and currents start at rest)
+    err = np.abs(got[1:] - expect[0][1:])
+    assert float(err.mean()) < 1.0 and float(np.corrcoef(got[1:].ravel(), expect[0][1:].ravel())[0, 1]) > 0.99

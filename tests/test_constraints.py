@@ -1,6 +1,7 @@
 """Constraint fine-tuning (issue 15, ``bdh-train --constraints RUNG``): the dense form of a ladder
 rung is the rung's own curve (semantics/lif.py numerics), its gradients are straight-through and
-finite, its meta round-trips, a tiny fine-tuning run converts to a network whose counts the dense
+finite (psc: the curve's slope, floored), the lif decoding is capped where counts cannot resolve
+the curve, its meta round-trips, a tiny fine-tuning run converts to a network whose counts the dense
 form predicts, and bad input is refused before any work."""
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ def test_constrained_forward_is_the_rung_curve_on_the_pre_activations():
                 mu = np.where(folded > 0, lif_drive_for_rate(200.0 * np.clip(folded, 0, 1), 20.0, 2.0), 0.0)
             count = lif_count(mu, w[f"{pop}_eff"], 20.0, 2.0, 0.5)
             rate = count / (w[f"{pop}_eff"] / 1000.0)
-            decoded = curve.current(rate) if rung == "lif" else rate / 200.0
+            decoded = curve.current(rate, w[f"{pop}_eff"]) if rung == "lif" else rate / 200.0
+            if rung == "psc":  # the stationary rate of the lif curve, read linearly (no count)
+                decoded = curve.rate_hz(np.clip(folded, 0, None)) / 200.0
             got = outputs[(pop, layer)].detach().numpy()
             np.testing.assert_allclose(got, theta * decoded, rtol=1e-12, atol=1e-15)
             assert (got[folded <= 0] == 0).all() and (got > 0).any()
@@ -97,6 +100,8 @@ def test_constrained_forward_is_the_rung_curve_on_the_pre_activations():
                 top = np.broadcast_to(theta, folded.shape)[folded > 1]
                 assert (folded > 1).any() and np.allclose(got[folded > 1] / top, got[folded > 1][0] / top[0])
                 assert (got / np.broadcast_to(theta, folded.shape) <= got[folded > 1][0] / top[0] + 1e-12).all()
+        if rung == "psc":  # no quantization: the curve itself, checked above
+            continue
         # the rung's quantization resolves small activations and stays near ReLU where it represents
         got = torch.cat([o.flatten() for o in outputs.values()])
         relu = torch.cat([torch.relu(rec.seen[k]).flatten() for k in outputs])
@@ -114,11 +119,12 @@ def test_straight_through_gradients_are_finite():
         act.x(0, c).sum().backward()
         assert c.grad.view(-1).tolist() == expect
     # a current so large that the count exceeds W_eff / t_ref: decoded in float64 as the network's
-    # decoder does (finite, far above the top), never inf/nan in a float32 forward
+    # decoder does, to the cap (finite), never inf/nan in a float32 forward
     one = torch.ones(1, 1, 2)
     act = RungActivation(RungNeuron.from_params("lif", PARAMS, 1), one, one)
     big = act.x(0, torch.tensor([1e4, 50.0], dtype=torch.float32).view(1, 1, 1, 2))
-    assert torch.isfinite(big).all() and big.dtype == torch.float32 and float(big.max()) > 1e3
+    cap = act.neuron.curve.current_cap(act.neuron.windows["x_eff"])
+    assert torch.isfinite(big).all() and big.dtype == torch.float32 and float(big.max()) == pytest.approx(cap, rel=1e-5)
     model = make_model(seed=5, std=0.3)
     L, H, N = model.config.n_layer, model.config.n_head, model.config.n_neurons
     theta = torch.full((L, H, N), 0.5, dtype=torch.float64)
@@ -131,11 +137,61 @@ def test_straight_through_gradients_are_finite():
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
+def test_psc_dense_form_is_the_curve_read_linearly_with_its_floored_slope():
+    """psc: theta * f(1 + g I) / r_max, 0 at I <= 0; gradient the curve's slope at max(I, I_1), I_1
+    the current of one spike per byte (the true slope is infinite at 0+); windows are the byte."""
+    neuron = RungNeuron.from_params("psc", PARAMS, 1)
+    assert neuron.windows == {k: 100.0 for k in ("x", "y", "x_eff", "y_eff")}
+    curve = neuron.curve
+    floor = neuron.slope_floor("x")
+    assert float(curve.rate_hz(floor)) == pytest.approx(10.0, rel=1e-9) and 1e-3 < floor < 2e-3
+    theta = torch.full((1, 1, 6), 2.0, dtype=torch.float64)
+    act = RungActivation(neuron, theta, theta)
+    folded = torch.tensor([-0.5, 0.0, 1e-4, 0.3, 1.0, 2.0], dtype=torch.float64)
+    c = (2.0 * folded).view(1, 1, 1, 6).requires_grad_()
+    out = act.y(0, c)
+    want = 2.0 * np.where(folded > 0, curve.rate_hz(np.clip(folded.numpy(), 0, None)) / 200.0, 0.0)
+    np.testing.assert_allclose(out.detach().view(-1).numpy(), want, rtol=1e-12)
+    assert float(out.detach().view(-1)[4]) == pytest.approx(2.0, rel=1e-9)  # I = 1 fires at r_max: the activation theta
+    out.sum().backward()
+    grad = c.grad.view(-1).numpy()
+    h = 1e-6
+    for k, i in ((3, 0.3), (4, 1.0), (5, 2.0)):  # the curve's own slope above the floor (finite differences)
+        fd = (curve.rate_hz(i + h) - curve.rate_hz(i - h)) / (2 * h) / 200.0
+        assert grad[k] == pytest.approx(fd, rel=1e-6)
+    assert grad[0] == grad[1] == 0.0
+    assert grad[2] == pytest.approx(float(curve.rate_slope_hz(floor)) / 200.0, rel=1e-12) and np.isfinite(grad).all()
+    assert grad[2] > grad[3] > grad[4] > grad[5] > 0  # concave
+
+
+def test_lif_decoding_is_capped_where_counts_cannot_resolve_the_curve():
+    """A count within one spike of the rate limit 1/t_ref decodes to current_cap (about 75 at
+    W_eff 95 ms), not to the diverging inverse (1.6e9 before); lower counts decode as before."""
+    neuron = RungNeuron.from_params("lif", PARAMS, 1)
+    w = neuron.windows["x_eff"]
+    curve = neuron.curve
+    cap = curve.current_cap(w)
+    assert 50.0 < cap < 100.0
+    assert curve.rate_cap_hz(w) == pytest.approx(500.0 - 1000.0 / w, rel=1e-12)
+    big = neuron.decoded("x", torch.tensor([1e2, 1e3, 1e4, 1e6], dtype=torch.float64))
+    assert torch.isfinite(big).all() and float(big.max()) == pytest.approx(cap, rel=1e-12)
+    counts = np.arange(0, 51, dtype=float)  # every count a 100 ms window can hold
+    rate = counts / (w / 1000.0)
+    dec = curve.current(rate, w)
+    below = rate <= curve.rate_cap_hz(w)
+    exact = (lif_drive_for_rate(rate, 20.0, 2.0) - 1.0) / curve.gain
+    np.testing.assert_array_equal(dec[below], exact[below])  # unchanged where the count resolves the curve
+    assert (dec[~below] == cap).all() and np.all(np.diff(dec) >= 0)
+    assert math.isinf(float(curve.current(500.0))) and float(curve.current(100.0)) == pytest.approx(
+        float(curve.current(100.0, w)), rel=0)
+
+
 def test_rungs_refused_by_name():
     assert check_rung("lif") == "lif"
-    for rung, phrase in (("linear", "unknown rung"), ("psc", "has no dense form yet"), ("dale", "has no dense form yet"),
+    assert check_rung("psc") == "psc"
+    for rung, phrase in (("linear", "unknown rung"), ("dale", "has no dense form yet"),
                          ("local-plasticity", "not built yet")):
-        with pytest.raises(ConfigError, match=f"{phrase}.*supported: rate-linearized, lif"):
+        with pytest.raises(ConfigError, match=f"{phrase}.*supported: rate-linearized, lif, psc"):
             check_rung(rung)
 
 
@@ -220,8 +276,8 @@ def test_tiny_cli_fine_tune_converts_to_the_network_it_trained_for(tmp_path, mak
 
 
 @pytest.mark.parametrize("extra, phrase", [
-    (["--constraints", "linear"], "unknown rung 'linear' (supported: rate-linearized, lif)"),
-    (["--constraints", "psc"], "rung 'psc' has no dense form yet (supported: rate-linearized, lif)"),
+    (["--constraints", "linear"], "unknown rung 'linear' (supported: rate-linearized, lif, psc)"),
+    (["--constraints", "dale"], "rung 'dale' has no dense form yet (supported: rate-linearized, lif, psc)"),
     (["--constraints", "local-plasticity"], "not built yet"),
     (["--constraints", "lif", "--no-init"], "give it with --init CKPT"),
     (["--constraints", "lif", "--spiking-aware", "4"], "choose one"),

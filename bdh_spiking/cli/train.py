@@ -84,7 +84,7 @@ def add_constraint_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--constraints", metavar="RUNG", default=None,
                    help="with --init: train through the activation the biophysical network at this rung of "
                         "the fidelity ladder decodes (rate-linearized: clipped linear rate; lif: the LIF f-I "
-                        "curve); the checkpoint records the rung and its thresholds, which bdh-convert uses")
+                        "curve; psc: the curve's rate read linearly); the checkpoint records the rung and its thresholds, which bdh-convert uses")
     g.add_argument("--bio-params", metavar="FILE", default=None,
                    help="with --constraints: biophysical parameters (as bdh-convert --bio-params; default: "
                         "the shipped bdh_spiking/data/biophysical.toml)")

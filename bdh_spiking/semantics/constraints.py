@@ -10,7 +10,9 @@ the rung's rate -> current map from count / W_eff (W_eff: the window less the sy
 
     rate-linearized: mu = f^-1(r_max min(I, 1)),   decoded I = count / (r_max W_eff)
     lif:             mu = 1 + g I (bias at rheobase, gain g: I = 1 fires at r_max),
-                     decoded I = (f^-1(count / W_eff) - 1) / g
+                     decoded I = (f^-1(count / W_eff) - 1) / g   (at most LifCurve.current_cap(W_eff))
+    psc:             decoded I = f(1 + g I) / r_max   (what the psc synapses pass on: the rate, read
+                     linearly; no count, no inverse)
     activation       = theta * decoded I
 
 with the LIF count in closed form (``lif.lif_count``, constant drive over W_eff). Gradients are
@@ -18,7 +20,11 @@ straight-through: 1 where the rung represents the current (0 < I < top: 1 for ra
 whose rate is clipped there; unbounded for lif, whose rate keeps rising towards 1/t_ref), 0 where
 silent or clipped. The network's synaptic rise is folded into W_eff, which its decoder also uses;
 the transient of a pipelined window's starting current is not modelled (its decoder subtracts the
-expected spikes of it). Rungs without a dense form are refused by name.
+expected spikes of it). ``psc`` is the stationary rate of the lif rung's curve, read linearly (no
+spike-count quantization: its downstream units receive filtered spike trains, not counts), with
+the curve's own slope as gradient, evaluated at max(I, I_1) (I_1: the current of one spike per byte,
+about 0.0012 at 100 ms; the true slope is infinite at I = 0+); 0 at I <= 0. Rungs without a dense
+form are refused by name.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from .lif import LifCurve, lif_count, lif_drive_for_rate
 
 # the rungs with a dense form (their neurons' rate map); the later rungs change more than an
 # activation (weights' signs, ON/OFF pairs, normalisation) and are refused until built
-DENSE_FORMS = ("rate-linearized", "lif")
+DENSE_FORMS = ("rate-linearized", "lif", "psc")
 Y_WINDOW_LOST_STEPS = 3  # the y window loses its read and load steps (backends/brian2/biophysical.py)
 NEURON_KEYS = ("tau_m_ms", "t_ref_ms", "max_rate_hz", "v_start")
 
@@ -51,10 +57,13 @@ def check_rung(rung: str) -> str:
     return rung
 
 
-def windows_ms(params: dict, n_layer: int) -> dict:
+def windows_ms(params: dict, n_layer: int, rung: str = "lif") -> dict:
     """The counting windows (ms) of the biophysical executor with these parameters: x gets a
     whole stage (token_ms pipelined, token_ms / 2L sequential, in whole dt steps), y three steps
-    less; W_eff subtracts the synaptic rise of a current switched on at the window's start."""
+    less; W_eff subtracts the synaptic rise of a current switched on at the window's start. Rung
+    psc has no window: a byte's token_ms (its counts and decoded records are per byte)."""
+    if rung == "psc":
+        return {k: float(params["token_ms"]) for k in ("x", "y", "x_eff", "y_eff")}
     stage_ms = params["token_ms"] / (2 * n_layer) if params["schedule"] == "sequential" else params["token_ms"]
     steps = int(round(stage_ms / params["dt_ms"]))
     out = {"x": steps * params["dt_ms"], "y": (steps - Y_WINDOW_LOST_STEPS) * params["dt_ms"]}
@@ -76,7 +85,7 @@ class RungNeuron:
 
     @classmethod
     def from_params(cls, rung: str, params: dict, n_layer: int) -> "RungNeuron":
-        return cls(check_rung(rung), *(float(params[k]) for k in NEURON_KEYS), windows_ms(params, n_layer))
+        return cls(check_rung(rung), *(float(params[k]) for k in NEURON_KEYS), windows_ms(params, n_layer, rung))
 
     @property
     def curve(self) -> LifCurve:
@@ -102,13 +111,25 @@ class RungNeuron:
 
     def decode(self, pop: str, count: torch.Tensor) -> torch.Tensor:
         """count -> rate over W_eff -> the rung's folded current (what the network's decoder reads)."""
-        rate = count / (self.windows[f"{pop}_eff"] / 1000.0)
+        window = self.windows[f"{pop}_eff"]
+        rate = count / (window / 1000.0)
         if self.rung == "rate-linearized":
             return rate / self.max_rate_hz
-        return self.curve.current(rate)
+        return self.curve.current(rate, window)
 
     def decoded(self, pop: str, current: torch.Tensor) -> torch.Tensor:
+        if self.rung == "psc":  # the stationary rate, read linearly by the synapses
+            return self.curve.rate_hz(torch.clamp(current, min=0.0)) / self.max_rate_hz
         return self.decode(pop, self.count(pop, current))
+
+    def slope_floor(self, pop: str) -> float:
+        """psc: the current of one spike per byte; below it the slope is taken there (finite)."""
+        return float(self.curve.current(1000.0 / self.windows[pop]))
+
+    def slope(self, pop: str, current: torch.Tensor) -> torch.Tensor:
+        """psc: d decoded / d I, the curve's slope at max(I, floor); 0 at I <= 0."""
+        floored = torch.clamp(current, min=self.slope_floor(pop))
+        return torch.where(current > 0, self.curve.rate_slope_hz(floored) / self.max_rate_hz, torch.zeros_like(current))
 
     def to_dict(self) -> dict:
         return {"rung": self.rung, **{k: getattr(self, k) for k in NEURON_KEYS}, "windows_ms": dict(self.windows)}
@@ -121,7 +142,8 @@ class RungNeuron:
 
 class RungActivation(Activation):
     """The converted network's x and y activations at a rung, in the dense forward pass:
-    theta * decoded(current / theta), straight-through gradient inside the represented range.
+    theta * decoded(current / theta), straight-through gradient inside the represented range
+    (psc: the curve's slope, floored at one spike per byte).
     theta_x, theta_y: (L, H, N) thresholds (the biophysical conversion's: one spike per step)."""
 
     def __init__(self, neuron: RungNeuron, theta_x: torch.Tensor, theta_y: torch.Tensor):
@@ -133,6 +155,10 @@ class RungActivation(Activation):
         folded = current / theta
         with torch.no_grad():  # in float64, as the network's decoder (float32 would round rates to inf)
             decoded = self.neuron.decoded(pop, folded.detach().to(torch.float64)).to(current.dtype)
+            if self.neuron.rung == "psc":
+                slope = self.neuron.slope(pop, folded.detach().to(torch.float64)).to(current.dtype)
+        if self.neuron.rung == "psc":
+            return theta * (decoded + slope * (folded - folded.detach()))
         top = self.neuron.top_current
         passed = torch.clamp(folded, min=0.0, max=top if math.isfinite(top) else None)
         return theta * (passed + (decoded - passed).detach())

@@ -84,9 +84,46 @@ class LifCurve:
         """The rate of folded current I (no clipping: above I = 1 the curve keeps rising towards 1/t_ref)."""
         return lif_rate_hz(self.bias + self.gain * current, self.tau_m_ms, self.t_ref_ms)
 
-    def current(self, rate_hz):
-        """The folded current whose rate is rate_hz: the decoding map (rate -> activation / theta)."""
-        return (lif_drive_for_rate(rate_hz, self.tau_m_ms, self.t_ref_ms) - self.bias) / self.gain
+    def rate_slope_hz(self, current):
+        """d rate / d I (Hz per unit folded current) of rate_hz at I > 0, 0 at I <= 0. Infinite as
+        I -> 0+ (the curve rises like 1 / ln(1/I)): callers evaluate it above a floor."""
+        xp = _lib(current)
+        current = current if xp.__name__ == "torch" else xp.asarray(current, dtype=float)
+        above = current > 0
+        mu = self.bias + self.gain * xp.where(above, current, 1.0 + 0.0 * current)
+        isi_ms = self.t_ref_ms + self.tau_m_ms * xp.log(mu / (mu - 1.0))
+        slope = 1000.0 * self.gain * self.tau_m_ms / (mu * (mu - 1.0) * isi_ms * isi_ms)
+        return xp.where(above, slope, 0.0 * slope)
+
+    def rate_cap_hz(self, window_ms: float) -> float:
+        """The highest rate a spike count over ``window_ms`` decodes on the curve: one count below
+        the limit 1/t_ref (never below max_rate_hz). A count within one spike of the limit cannot be
+        told from it, and the limit's current is infinite (the inverse curve diverges there), so the
+        count does not resolve the curve above this rate."""
+        if self.t_ref_ms <= 0:
+            return math.inf
+        return max(1000.0 / self.t_ref_ms - 1000.0 / window_ms, self.max_rate_hz)
+
+    def current_cap(self, window_ms: float) -> float:
+        """The largest folded current a count over ``window_ms`` decodes to (that of rate_cap_hz):
+        about 75 for the shipped parameters and a 95 ms window."""
+        return float(self.current(self.rate_cap_hz(window_ms)))
+
+    def current(self, rate_hz, window_ms: float | None = None):
+        """The folded current whose rate is rate_hz: the decoding map (rate -> activation / theta).
+        ``window_ms``: the rate is a count over that window, decoded at most to ``current_cap``
+        (rates above rate_cap_hz). None: an exact rate; rates at or above 1/t_ref (no finite current
+        fires there) give +inf."""
+        xp = _lib(rate_hz)
+        rate_hz = rate_hz if xp.__name__ == "torch" else xp.asarray(rate_hz, dtype=float)
+        if window_ms is not None:
+            cap = self.rate_cap_hz(window_ms)
+            if math.isfinite(cap):
+                rate_hz = xp.clip(rate_hz, None, cap) if xp.__name__ == "numpy" else xp.clamp(rate_hz, max=cap)
+        cur = (lif_drive_for_rate(rate_hz, self.tau_m_ms, self.t_ref_ms) - self.bias) / self.gain
+        if self.t_ref_ms > 0:
+            cur = xp.where(rate_hz >= 1000.0 / self.t_ref_ms, math.inf + 0.0 * cur, cur)
+        return cur
 
 
 def lif_count(mu, window_ms: float, tau_m_ms: float, t_ref_ms: float, v_start: float):

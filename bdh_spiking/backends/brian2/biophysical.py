@@ -317,7 +317,8 @@ class BiophysicalExecutor:
     def rate_decode(self, counts: torch.Tensor, theta: torch.Tensor, pop: str) -> torch.Tensor:
         """Counts over the effective window -> rate -> the rung's folded current -> activation."""
         rate_hz = counts.numpy() / (self.window_eff_ms[pop] / 1000.0)
-        return theta * torch.from_numpy(np.asarray(self.spec.curve.current(rate_hz), dtype=np.float64))
+        current = self.spec.curve.current(rate_hz, self.window_eff_ms[pop])  # capped where counts cannot resolve
+        return theta * torch.from_numpy(np.asarray(current, dtype=np.float64))
 
     def decoded(self, pop: str, layer: int, counts: torch.Tensor) -> torch.Tensor:
         theta = self.weights[f"theta_{pop}"][layer]

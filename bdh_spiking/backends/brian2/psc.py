@@ -284,7 +284,7 @@ class PscNetwork:
         import brian2 as b2
 
         graded = dict(clock=self.graded, namespace=ns)
-        syn = {"E": b2.Synapses(g["res"], g["den"], "w : 1 (constant)\nJx_post = w * xo_pre : 1 (summed)",
+        syn = {"E": b2.Synapses(g["res"], g["den"], "w : 1 (constant)\nJx_post = w * xin_pre : 1 (summed)",
                                 name="bdh_psc_E", **graded),
                "E_v": b2.Synapses(g["attn"], g["den"], "w : 1 (constant)\nJv_post = w * un_pre : 1 (summed)",
                                   name="bdh_psc_E_v", **graded)}

@@ -68,8 +68,8 @@ class DaleSplit:
         """The static projections of graded units (psc's E and E_v); onoff replaces them by pairs."""
         L, B, H, D, N = self.dims.L, self.B, self.dims.H, self.dims.D, self.dims.N
         conn, wts = connectivity(L, B, H, D, N), projection_weights(self.w, L, B, H, D, N)
-        return [GradedProjection("E", "res", "xo", "res", "den", "Jx", *conn["E"], wts["E"],
-                                 "E: residual xo -> x dendrites"),
+        return [GradedProjection("E", "res", "xin", "res_in", "den", "Jx", *conn["E"], wts["E"],
+                                 "E: the layer's input xin -> x dendrites"),
                 GradedProjection("E_v", "attn", "un", "attn", "den", "Jv", *conn["E_v"], wts["E_v"],
                                  "E_v: attention readout un -> y dendrites")]
 

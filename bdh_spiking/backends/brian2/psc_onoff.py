@@ -1,7 +1,8 @@
 """Rung ``onoff`` (issue 16) on the psc network (with rung dale below it): the signed quantities
 that stand for rates are carried by pairs of non-negative ON/OFF units.
 
-- residual stream: the residual unit's output xo becomes a pair of threshold-linear units,
+- residual stream: the residual unit's input xin (read by E) is carried by the pair [xin]+, [-xin]+
+  (threshold-linear units whose potentials are +-xin), and its output xo becomes a pair of threshold-linear units,
   tau_g dv_on/dt = LN(h) - v_on, x_on = [v_on]+ and tau_g dv_off/dt = -LN(h) - v_off, x_off = [v_off]+;
   what it sends on reads on - off through two synapses (w and -w): the next layer's input
   (synapses now, weights +1 and -1), E (W_x and -W_x) and the readout (two traces z_on, z_off whose
@@ -29,6 +30,8 @@ dxin/dt = (first * emb(t, bd) + (1 - first) * xp - xin) / tau_g : 1
 dhh/dt = (xin + {norm_m} - hh) / tau_g : 1
 dvon/dt = ({norm_h} - von) / tau_g : 1
 dvoff/dt = (-({norm_h}) - voff) / tau_g : 1
+xinon = clip(xin, 0, inf) : 1
+xinoff = clip(-xin, 0, inf) : 1
 xon = clip(von, 0, inf) : 1
 xoff = clip(voff, 0, inf) : 1
 dzon/dt = (xon - zon) / tau_e : 1
@@ -43,6 +46,8 @@ first : 1 (constant)
 bd : integer (constant)
 neg_on : 1
 neg_off : 1
+neg_in_on : 1
+neg_in_off : 1
 """
 ONOFF_ATTN_MODEL = """
 u : 1
@@ -67,7 +72,7 @@ neg_off : 1
 PAYLOAD_PAIR = "qon = clip(q, 0, inf)\nqoff = clip(-q, 0, inf)"
 # the plastic synapse reads and writes the payload through the pair (one weight S: S from q_on, -S from q_off)
 HEBB_PAIR = {r"\bq_pre\b": "(qon_pre - qoff_pre)", r"\bqe_pre\b": "(qeon_pre - qeoff_pre)"}
-PAIRS = {"res": {"xon": "neg_on", "xoff": "neg_off"}, "attn": {"unon": "neg_on", "unoff": "neg_off"},
+PAIRS = {"res": {"xon": "neg_on", "xoff": "neg_off", "xinon": "neg_in_on", "xinoff": "neg_in_off"}, "attn": {"unon": "neg_on", "unoff": "neg_off"},
          "x": {"qon": "neg_on", "qoff": "neg_off"}}
 
 
@@ -89,8 +94,8 @@ class OnOffPairs:
         out = []
         for half, sign in (("on", 1.0), ("off", -1.0)):
             minus = "-" if sign < 0 else ""
-            out += [GradedProjection(f"E_{half}", "res", f"x{half}", f"res_{half}", "den", "Jx", *conn["E"],
-                                     sign * wts["E"], f"E: residual x_{half} -> x dendrites ({minus}W_x)"),
+            out += [GradedProjection(f"E_{half}", "res", f"xin{half}", f"res_in_{half}", "den", "Jx", *conn["E"],
+                                     sign * wts["E"], f"E: the layer's input xin_{half} -> x dendrites ({minus}W_x)"),
                     GradedProjection(f"E_v_{half}", "attn", f"un{half}", f"attn_{half}", "den", "Jv", *conn["E_v"],
                                      sign * wts["E_v"], f"E_v: readout u_{half} -> y dendrites ({minus}W_y)"),
                     GradedProjection(f"next_{half}", "res", f"x{half}", f"res_{half}", "res", "xp", below,

@@ -28,7 +28,7 @@ class LinearCurve:
     def rate_hz(self, current):
         return self.max_rate_hz * np.clip(current, 0.0, 1.0)
 
-    def current(self, rate_hz):
+    def current(self, rate_hz, window_ms=None):  # noqa: ARG002 (linear: every count resolves)
         return np.asarray(rate_hz, dtype=np.float64) / self.max_rate_hz
 
 
