@@ -58,6 +58,32 @@ def plastic_state_abs(model, inputs) -> torch.Tensor:
     return torch.cat(out)
 
 
+def recall_accuracy(path: str, episodes: int = 256, K: int = 8, G: int = 16, seed: int = 12345) -> list:
+    """Accuracy (argmax at the answer bytes; chance 0.1) of a recall model under each payload form,
+    K pairs, gap G, episodes from seed (disjoint from training's): the oscillator payload's part in
+    binding a key to its value (docs/study.md, "Associative recall")."""
+    from bdh_spiking.tasks.recall import make_batch
+
+    model, _ = load_checkpoint(path)
+    model.eval()
+    batch = make_batch(seed, K, G, episodes)
+    ids = torch.as_tensor(batch.ids, dtype=torch.int64)
+    pos = torch.as_tensor(batch.answers) - 1  # the prediction at the byte before each answer
+    truth = ids[:, torch.as_tensor(batch.answers)]
+    rows = []
+    forms_list = [("official", None)] + [(f"payload {p}", BioForms(payload=p)) for p in ("cos", "none")]
+    forms_list += [(f"w_max {w:g}", BioForms(w_max=w)) for w in (4.0, 1.0)]
+    forms_list += [("local: cos, w_max 4, tau 10 s", BioForms(payload="cos", w_max=4.0, keep=math.exp(-TOKEN_MS / 1e4))),
+                   ("divisive sigma 0.1", BioForms(norm_kind="divisive", sigma=0.1))]
+    for label, forms in forms_list:
+        with torch.no_grad(), replaced_forms(model, forms):
+            logits, _ = model(ids)
+        acc = float((logits[:, pos].argmax(-1) == truth).double().mean())
+        rows.append({"form": label, "recall_accuracy": acc, "K": K, "G": G, "episodes": episodes})
+        print(f"recall {label:26s} accuracy {acc:.3f} (K={K}, G={G}, {episodes} episodes, chance 0.1)", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--text", default=None)
@@ -65,6 +91,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--recall", default=None, metavar="CKPT", help="also: recall accuracy of this recall model")
     a = ap.parse_args()
     torch.set_num_threads(1)
     model, _ = load_checkpoint(a.checkpoint)
@@ -93,10 +120,12 @@ def main() -> None:
                      "identical": bool(torch.equal(logits, ref))})
         print(f"{label:34s} loss {float(loss):.4f}  top-1 vs official {100 * top1:6.2f}%  "
               f"bit-identical {rows[-1]['identical']}", flush=True)
+    recall = recall_accuracy(a.recall) if a.recall else []
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"text": name, "windows": count, "block_size": a.block_size, "S_abs_quantiles": qs,
-                       "token_ms": TOKEN_MS, "rows": rows}, fh, indent=1)
+                       "token_ms": TOKEN_MS, "rows": rows,
+                       "recall": recall}, fh, indent=1)
 
 
 if __name__ == "__main__":

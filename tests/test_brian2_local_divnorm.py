@@ -79,6 +79,18 @@ def test_bad_parameters_refused_before_any_work(small, monkeypatch):
             bs.simulate(net, ids, **BIO, **opts)
 
 
+def test_cli_refuses_bad_rung_parameters_before_conversion(run_main, tmp_path):
+    from test_brian2_ladder import _tiny_checkpoint
+
+    common = _tiny_checkpoint(tmp_path)
+    bad = tmp_path / "bad.toml"
+    for text, rung, phrase in (("[local]\nw_max = -1.0\n", "local-plasticity", "w_max must be > 0"),
+                               ("[divnorm]\ntau_pool_ms = 0.1\n", "divisive-norm", "tau_pool_ms")):
+        bad.write_text(text)
+        code, stdout, stderr = run_main("bdh-convert", *map(str, common), "--ladder", rung, "--bio-params", str(bad))
+        assert code == 2 and phrase in stderr.strip().splitlines()[-1] and "converted in" not in stderr + stdout
+
+
 @pytest.mark.slow
 def test_divisive_norm_cpp_standalone_matches_runtime(tmp_path, monkeypatch, small):
     """The divisive-norm network (with local-plasticity below it) built by cpp_standalone against
