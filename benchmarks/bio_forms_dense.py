@@ -32,7 +32,10 @@ def forms_to_measure() -> list:
     rows += [(f"payload {p}", BioForms(payload=p)) for p in ("cos", "none")]
     rows += [(f"w_max {w:g}", BioForms(w_max=w)) for w in (4.0, 1.0, 0.3, 0.1)]
     rows += [(f"tau_decay {t / 1000:g} s", BioForms(keep=keep(t))) for t in (60000.0, 10000.0, 2000.0)]
-    rows += [("local: cos, w_max 1, tau 60 s", BioForms(payload="cos", w_max=1.0, keep=keep(60000.0)))]
+    local = dict(payload="cos", w_max=4.0, keep=keep(10000.0))  # the shipped [local] defaults
+    rows += [("rung 6 (cos, w_max 4, tau 10 s)", BioForms(**local)),
+             ("rung 6 + 7 (divisive sigma 0.1, mean subtracted)", BioForms(**local, norm_kind="divisive", sigma=0.1,
+                                                                          subtract_mean=True))]
     rows += [(f"divisive sigma {s:g}{'' if m else ', no mean'}", BioForms(norm_kind="divisive", sigma=s,
                                                                          subtract_mean=m))
              for s, m in ((0.01, True), (0.1, True), (0.3, True), (1.0, True), (0.1, False))]
@@ -74,7 +77,7 @@ def recall_accuracy(path: str, episodes: int = 256, K: int = 8, G: int = 16, see
     forms_list = [("official", None)] + [(f"payload {p}", BioForms(payload=p)) for p in ("cos", "none")]
     forms_list += [(f"w_max {w:g}", BioForms(w_max=w)) for w in (4.0, 1.0)]
     forms_list += [("local: cos, w_max 4, tau 10 s", BioForms(payload="cos", w_max=4.0, keep=math.exp(-TOKEN_MS / 1e4))),
-                   ("divisive sigma 0.1", BioForms(norm_kind="divisive", sigma=0.1))]
+                   ("divisive sigma 0.1", BioForms(norm_kind="divisive", sigma=0.1, subtract_mean=True))]
     for label, forms in forms_list:
         with torch.no_grad(), replaced_forms(model, forms):
             logits, _ = model(ids)

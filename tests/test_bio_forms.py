@@ -68,3 +68,17 @@ def test_divisive_norm_and_payload():
     for bad in (dict(payload="rot"), dict(w_max=0.0), dict(keep=1.5), dict(norm_kind="batch"), dict(sigma=0.0)):
         with pytest.raises(ConfigError):
             BioForms(**bad)
+
+
+def test_rung_forms_from_the_shipped_parameters():
+    from bdh_spiking.backends.brian2.params import load_params
+    from bdh_spiking.semantics.bio_forms import rung_forms
+
+    par = load_params()
+    local, both = rung_forms("local-plasticity", par), rung_forms("divisive-norm", par)
+    assert local.payload == par["local_payload"] and local.w_max == par["w_max"] and local.norm_kind == "layer"
+    assert local.keep == pytest.approx(math.exp(-par["token_ms"] / par["tau_decay_ms"]))
+    assert both.norm_kind == "divisive" and both.sigma == par["norm_sigma"] and both.payload == local.payload
+    assert rung_forms("local-plasticity", dict(par, tau_decay_ms=math.inf)).keep == 1.0
+    with pytest.raises(ConfigError):
+        rung_forms("dale", par)

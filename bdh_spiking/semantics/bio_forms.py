@@ -101,10 +101,16 @@ class BioForms:
         return divisive_norm(z, self.sigma, self.subtract_mean)
 
 
-def local_forms(par: dict) -> BioForms:
-    """The dense form of rung local-plasticity with the biophysical parameters ``par``."""
+def rung_forms(rung: str, par: dict) -> BioForms:
+    """The dense form of rung local-plasticity or divisive-norm (cumulative: divisive-norm includes
+    local-plasticity) with the biophysical parameters ``par`` (backends/brian2/params.load_params())."""
+    if rung not in ("local-plasticity", "divisive-norm"):
+        raise ConfigError(f"no dense form of rung {rung!r} here (local-plasticity, divisive-norm)")
     keep = math.exp(-par["token_ms"] / par["tau_decay_ms"])
-    return BioForms(payload=par["local_payload"], w_max=par["w_max"], keep=keep)
+    local = dict(payload=par["local_payload"], w_max=par["w_max"], keep=keep)
+    if rung == "local-plasticity":
+        return BioForms(**local)
+    return BioForms(**local, norm_kind="divisive", sigma=par["norm_sigma"], subtract_mean=par["subtract_mean"])
 
 
 @contextlib.contextmanager
