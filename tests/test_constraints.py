@@ -133,7 +133,7 @@ def test_straight_through_gradients_are_finite():
 
 def test_rungs_refused_by_name():
     assert check_rung("lif") == "lif"
-    for rung, phrase in (("linear", "unknown rung"), ("psc", "has no dense form yet"), ("dale", "has no dense form yet")):  # TEMP
+    for rung, phrase in (("linear", "unknown rung"), ("psc", "has no dense form yet"), ("dale", "not built yet")):
         with pytest.raises(ConfigError, match=f"{phrase}.*supported: rate-linearized, lif"):
             check_rung(rung)
 
@@ -221,7 +221,7 @@ def test_tiny_cli_fine_tune_converts_to_the_network_it_trained_for(tmp_path, mak
 @pytest.mark.parametrize("extra, phrase", [
     (["--constraints", "linear"], "unknown rung 'linear' (supported: rate-linearized, lif)"),
     (["--constraints", "psc"], "rung 'psc' has no dense form yet (supported: rate-linearized, lif)"),
-    (["--constraints", "dale"], "has no dense form yet"),  # TEMP: stand-in rung dale is built
+    (["--constraints", "dale"], "not built yet"),
     (["--constraints", "lif", "--no-init"], "give it with --init CKPT"),
     (["--constraints", "lif", "--spiking-aware", "4"], "choose one"),
     (["--bio-params", "x.toml"], "--bio-params is read with --constraints only"),

@@ -18,8 +18,6 @@ DEFAULT_RUNG = "rate-linearized"
 # the first rung whose network is Brian2 objects only (no NetworkOperation, no window reset): from it
 # on, a network can run on Brian2's standalone devices
 STANDALONE_FROM = "psc"
-# TEMP stand-ins (branch local): pass-through rungs dale, onoff until branch dale merges
-BUILT = tuple(n for n in LADDER if n in BUILT + ("dale", "onoff"))
 
 
 def _names(spec) -> list:

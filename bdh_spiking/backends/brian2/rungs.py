@@ -133,24 +133,3 @@ def network_spec(rung: str, par: dict) -> NetworkSpec:
             raise ConfigError(f"ladder: the brian2 backend has no equations for rung {name!r}")
         RUNG_CLASSES[name]().apply(spec, par)
     return spec.check()
-
-
-class Dale:
-    """TEMP stand-in (branch local): a pass-through until rung dale merges (branch dale)."""
-
-    name = "dale"
-
-    def apply(self, spec: NetworkSpec, par: dict) -> None:
-        pass
-
-
-class OnOff:
-    """TEMP stand-in (branch local): a pass-through until rung onoff merges (branch dale)."""
-
-    name = "onoff"
-
-    def apply(self, spec: NetworkSpec, par: dict) -> None:
-        pass
-
-
-RUNG_CLASSES.update({cls.name: cls for cls in (Dale, OnOff)})  # TEMP stand-ins
