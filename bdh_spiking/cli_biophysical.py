@@ -56,6 +56,13 @@ def check_biophysical(args, backends) -> None:
 
     for rung in parse_ladder(args.ladder) if getattr(args, "ladder", None) else (DEFAULT_RUNG,):
         check_device(getattr(args, "brian2_device", None), rung, getattr(args, "threads", None))
+    # every rung's own parameter checks (e.g. [local], [divnorm]) before the conversion
+    from .backends.brian2.rungs import network_spec
+
+    par = _params({"params_file": args.bio_params, "token_ms": args.token_ms, "max_rate_hz": args.max_rate,
+                   "noise": args.noise})
+    for rung in parse_ladder(args.ladder) if getattr(args, "ladder", None) else (DEFAULT_RUNG,):
+        network_spec(rung, par)
 
 
 def _params(options: dict) -> dict:

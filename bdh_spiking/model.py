@@ -147,6 +147,8 @@ class BDH(nn.Module):
         self.lm_head = nn.Parameter(torch.zeros((D, config.vocab_size)).normal_(std=0.02))
         # None: ReLU, as the official model; semantics.activation.replaced() installs another
         self.activation = None
+        # None: the official payload, attention and LayerNorm; semantics.bio_forms installs others
+        self.forms = None
 
     # -- parallel form ----------------------------------------------------------------
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, chunk: int | None = None,
@@ -167,15 +169,20 @@ class BDH(nn.Module):
         for layer in range(C.n_layer):
             x_current = x @ self.encoder  # B,nh,T,N
             a = F.relu(x_current) if act is None else act.x(layer, x_current)
-            q = rotate_pairs(a, cos, sin)
-            y_kv = layer_norm(causal_linear_attention(q, x, chunk, writes))
+            forms = getattr(self, "forms", None)
+            if forms is None:
+                q = rotate_pairs(a, cos, sin)
+                y_kv = layer_norm(causal_linear_attention(q, x, chunk, writes))
+            else:
+                q = forms.payload_of(a, cos, sin)
+                y_kv = forms.norm(forms.attention(q, x, chunk, writes))
             y_current = y_kv @ self.encoder_v
             if probe is not None:
                 probe(layer, x, x_current, y_current)
             b = F.relu(y_current) if act is None else act.y(layer, y_current)
             g = self.drop(a * b)
             y_mlp = g.transpose(1, 2).reshape(B, 1, T, N * nh) @ self.decoder
-            x = layer_norm(x + layer_norm(y_mlp))
+            x = layer_norm(x + layer_norm(y_mlp)) if forms is None else forms.norm(x + forms.norm(y_mlp))
         logits = x.view(B, T, C.n_embd) @ self.lm_head
         loss = None
         if targets is not None:

@@ -20,12 +20,12 @@ TAU_M, T_REF, R_MAX = 20.0, 2.0, 200.0
 
 
 def test_parse_ladder_orders_and_refuses():
-    assert parse_ladder("all") == BUILT == ("rate-linearized", "lif", "psc", "dale", "onoff")
+    assert parse_ladder("all") == BUILT == LADDER
     assert parse_ladder("lif") == ("lif",)
     assert parse_ladder(["rate-linearized", "lif"]) == ("rate-linearized", "lif")
     assert rungs_through("lif") == ("rate-linearized", "lif")  # cumulative
     for spec, phrase in (("lif,rate-linearized", "out of order"), ("lif,lif", "out of order"),
-                         ("linear", "unknown rung"), ("", "no rung"), ("local-plasticity", "not built")):
+                         ("linear", "unknown rung"), ("", "no rung")):
         with pytest.raises(ConfigError, match=phrase):
             parse_ladder(spec)
     assert LADDER[:3] == ("rate-linearized", "lif", "psc")
@@ -80,7 +80,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated - use:DeprecationWa
 def test_bad_ladder_and_overdesigned_network_refused_before_any_work():
     model, net = tiny(seed=2)
     ids = ids_for(1, 2)
-    for spec, phrase in (("lif,rate-linearized", "out of order"), ("spiking", "unknown rung"), ("local-plasticity", "not built")):
+    for spec, phrase in (("lif,rate-linearized", "out of order"), ("spiking", "unknown rung")):
         with pytest.raises(ConfigError, match=phrase):
             bs.simulate(net, ids, backend="brian2", mode="biophysical", ladder=spec)
     over = bs.convert(model, calibration=bytes(range(256)) * 2, design_max_spikes=4)

@@ -189,8 +189,8 @@ def test_lif_decoding_is_capped_where_counts_cannot_resolve_the_curve():
 def test_rungs_refused_by_name():
     assert check_rung("lif") == "lif"
     assert check_rung("psc") == "psc"
-    for rung, phrase in (("linear", "unknown rung"), ("dale", "has no dense form yet"),
-                         ("local-plasticity", "not built yet")):
+    for rung, phrase in (("linear", "unknown rung"), ("dale", "nothing to train: its E/I split is exact"),
+                         ("onoff", "ON/OFF pairs are exact"), ("local-plasticity", "does not use yet")):
         with pytest.raises(ConfigError, match=f"{phrase}.*supported: rate-linearized, lif, psc"):
             check_rung(rung)
 
@@ -277,8 +277,8 @@ def test_tiny_cli_fine_tune_converts_to_the_network_it_trained_for(tmp_path, mak
 
 @pytest.mark.parametrize("extra, phrase", [
     (["--constraints", "linear"], "unknown rung 'linear' (supported: rate-linearized, lif, psc)"),
-    (["--constraints", "dale"], "rung 'dale' has no dense form yet (supported: rate-linearized, lif, psc)"),
-    (["--constraints", "local-plasticity"], "not built yet"),
+    (["--constraints", "dale"], "rung 'dale' has nothing to train"),
+    (["--constraints", "divisive-norm"], "does not use yet"),
     (["--constraints", "lif", "--no-init"], "give it with --init CKPT"),
     (["--constraints", "lif", "--spiking-aware", "4"], "choose one"),
     (["--bio-params", "x.toml"], "--bio-params is read with --constraints only"),

@@ -42,6 +42,13 @@ from .lif import LifCurve, lif_count, lif_drive_for_rate
 # the rungs with a dense form (their neurons' rate map); the later rungs change more than an
 # activation (weights' signs, ON/OFF pairs, normalisation) and are refused until built
 DENSE_FORMS = ("rate-linearized", "lif", "psc")
+# why a built rung has no dense form to train through (the refusal says it)
+NO_DENSE_FORM = {
+    "dale": "has nothing to train: its E/I split is exact, so its dense form is psc's (use --constraints psc)",
+    "onoff": "has nothing to train: its ON/OFF pairs are exact, so its dense form is psc's (use --constraints psc)",
+    "local-plasticity": "has a dense form (semantics/bio_forms.py) that bdh-train does not use yet",
+    "divisive-norm": "has a dense form (semantics/bio_forms.py) that bdh-train does not use yet",
+}
 Y_WINDOW_LOST_STEPS = 3  # the y window loses its read and load steps (backends/brian2/biophysical.py)
 NEURON_KEYS = ("tau_m_ms", "t_ref_ms", "max_rate_hz", "v_start")
 
@@ -52,7 +59,7 @@ def check_rung(rung: str) -> str:
     if rung not in LADDER:
         raise ConfigError(f"--constraints: unknown rung {rung!r} (supported: {supported})")
     if rung not in DENSE_FORMS:
-        state = "is not built yet" if rung not in BUILT else "has no dense form yet"
+        state = NO_DENSE_FORM.get(rung, "has no dense form yet") if rung in BUILT else "is not built yet"
         raise ConfigError(f"--constraints: rung {rung!r} {state} (supported: {supported})")
     return rung
 

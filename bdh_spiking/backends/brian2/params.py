@@ -24,7 +24,11 @@ PARAMS = {
     "v_start": ("neuron", float), "noise": ("neuron", float), "tau_syn_ms": ("synapse", float),
     "rule": ("plasticity", str), "tau_pre_ms": ("plasticity", float), "tau_post_ms": ("plasticity", float),
     "graded_dt_ms": ("psc", float), "tau_gate_ms": ("psc", float), "tau_elig_ms": ("psc", float),
+    # rungs local-plasticity and divisive-norm (issue 16); checked by their rung (rungs.py)
+    "w_max": ("local", float), "tau_decay_ms": ("local", float), "local_payload": ("local", str),
+    "norm_sigma": ("divnorm", float), "tau_pool_ms": ("divnorm", float), "subtract_mean": ("divnorm", bool),
 }
+INFINITE_OK = ("tau_decay_ms",)  # inf: no decay
 ALIASES = {"max_rate": "max_rate_hz"}
 POSITIVE = ("dt_ms", "token_ms", "tau_m_ms", "tau_syn_ms", "tau_pre_ms", "tau_post_ms", "max_rate_hz", "graded_dt_ms",
             "tau_gate_ms", "tau_elig_ms")
@@ -77,8 +81,13 @@ def load_params(params_file=None, **overrides) -> dict:
 
 
 def _typed(key: str, value, typ):
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"biophysical parameter {key} must be true or false, got {value!r}")
+        return value
     if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) or (key in INFINITE_OK and value == math.inf)):
             raise ConfigError(f"biophysical parameter {key} must be a finite number, got {value!r}")
         return float(value)
     if typ is int:

@@ -127,8 +127,10 @@ class PscNetwork:
         cos, sin = oscillator_cos_sin(self.w["freqs"], torch.arange(T))  # float32 phases, (T, N)
         gate = np.zeros(T * self.steps["token_steps"] + 2)
         gate[np.arange(1, T + 1) * self.steps["token_steps"] - 1] = 1.0  # the last step of every byte
-        keep = np.array([self._keep(t + 1) for t in range(T)] + [1.0])
-        write = np.array([1.0 if self.plasticity.at(t).write else 0.0 for t in range(T)] + [0.0])
+        # the write pulse of byte t is delivered at its last fine step, when the plastic synapses' (graded)
+        # clock already reads (t + 1) token_ms: there wrt and keepn must give w_t and byte t + 1's switches
+        keep = np.array([1.0] + [self._keep(t + 1) for t in range(T)])
+        write = np.array([0.0] + [1.0 if self.plasticity.at(t).write else 0.0 for t in range(T)])
         ns = {"tau_m": par["tau_m_ms"] * ms, "tau_syn": par["tau_syn_ms"] * ms, "sigma": par["noise"],
               "tau_gate": par["tau_gate_ms"] * ms, "tau_e": par["tau_elig_ms"] * ms,
               "tau_g": par["graded_dt_ms"] * ms, "inv_d": 1.0 / d.D, "ln_eps": LN_EPS,
@@ -173,6 +175,10 @@ class PscNetwork:
     def neg_flags(self, group: str) -> str:
         """The code that raises the flags of ``group``'s rate variables once they go negative."""
         return "\n".join(NEG_FLAG.format(flag=f, v=v) for v, f in self.rate_units().get(group, {}).items())
+
+    def presynaptic(self, code: str) -> str:
+        """The plastic synapses' code as the rungs below carry the payload (psc: q itself; onoff: its pair)."""
+        return code
 
     def hebb_synapse(self) -> dict:
         """The plastic synapses x -> readout units: model, the write at the plasticity pulse."""
@@ -322,7 +328,8 @@ class PscNetwork:
         attn.la1 = linked_var(g["anorm"], "s_u1", index=a // D)
         attn.la2 = linked_var(g["anorm"], "s_u2", index=a // D)
         lb, d = a // (H * D), a % D
-        attn.xl = linked_var(res, "xin", index=lb * D + d)  # the layer's input x, the write's post factor
+        if "xl" in attn.equations.names:  # rung local-plasticity replaces it by a synapse (psc_local.py)
+            attn.xl = linked_var(res, "xin", index=lb * D + d)  # the layer's input x, the write's post factor
         g["x"].Jd = linked_var(g["den"], "Jx")
         g["y"].Jd = linked_var(g["den"], "Jv")
         g["x"].ap = linked_var(g["x"], "a", index=np.arange(L * B * H * N) ^ 1)  # the pair partner

@@ -116,10 +116,13 @@ class OnOffPairs:
     def payload_code(self) -> str:
         return super().payload_code() + "\n" + PAYLOAD_PAIR
 
+    def presynaptic(self, code: str) -> str:
+        return _pair_code(super().presynaptic(code))
+
     def hebb_synapse(self) -> dict:
         spec = dict(super().hebb_synapse())
-        spec["model"] = _pair_code(spec["model"])
-        spec["on_pre"] = {k: _pair_code(v) for k, v in spec["on_pre"].items()}
+        spec["model"] = self.presynaptic(spec["model"])
+        spec["on_pre"] = {k: self.presynaptic(v) for k, v in spec["on_pre"].items()}
         return spec
 
     def rate_units(self) -> dict:

@@ -116,6 +116,36 @@ class OnOff:
 RUNG_CLASSES = {cls.name: cls for cls in (RateLinearized, Lif, Psc, Dale, OnOff)}
 
 
+class LocalPlasticity:
+    """Rung 6: the Hebbian write reads only the synapse's presynaptic trace (x's own filtered train,
+    no pair partner) and its postsynaptic readout unit's own variable (the residual input it receives
+    through a one-to-one synapse); weights bounded by w_max, continuous decay tau_decay_ms (psc_local.py)."""
+
+    name = "local-plasticity"
+
+    def apply(self, spec: NetworkSpec, par: dict) -> None:
+        from .psc_local import LocalPlasticityPart, check_local_params
+
+        check_local_params(par)
+        spec.parts.append(LocalPlasticityPart)
+
+
+class DivisiveNorm:
+    """Rung 7: every LayerNorm replaced by a subtractive and a divisive inhibitory pool with their own
+    dynamics, n = (z - M) / (norm_sigma + P) (psc_divnorm.py)."""
+
+    name = "divisive-norm"
+
+    def apply(self, spec: NetworkSpec, par: dict) -> None:
+        from .psc_divnorm import DivisiveNormPart, check_divnorm_params
+
+        check_divnorm_params(par)
+        spec.parts.append(DivisiveNormPart)
+
+
+RUNG_CLASSES.update({cls.name: cls for cls in (LocalPlasticity, DivisiveNorm)})
+
+
 def network_spec(rung: str, par: dict) -> NetworkSpec:
     """The equations of the network at ``rung``: every rung up to it applied in ladder order."""
     names = rungs_through(rung)
