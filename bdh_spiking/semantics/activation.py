@@ -30,14 +30,19 @@ RELU = Activation()
 
 
 @contextlib.contextmanager
-def replaced(model, activation: Activation):
-    """Within the block, ``model``'s forward pass uses ``activation`` for x and y."""
-    previous = getattr(model, "activation", None)
-    model.activation = activation
+def swapped(model, attribute: str, value):
+    """Within the block, ``model.<attribute>`` is ``value`` (restored afterwards, also on errors)."""
+    previous = getattr(model, attribute, None)
+    setattr(model, attribute, value)
     try:
         yield model
     finally:
-        model.activation = previous
+        setattr(model, attribute, previous)
+
+
+def replaced(model, activation: Activation):
+    """Within the block, ``model``'s forward pass uses ``activation`` for x and y."""
+    return swapped(model, "activation", activation)
 
 
 def spike_count(current: torch.Tensor, timesteps: int, max_spikes: int, v_init: float) -> torch.Tensor:

@@ -10,7 +10,6 @@ Specification: docs/spiking-semantics.md, "Rung 6, `local-plasticity`" and "Rung
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .activation import swapped
 
 PAYLOADS = ("rotate", "cos", "none")
 
@@ -113,12 +113,6 @@ def rung_forms(rung: str, par: dict) -> BioForms:
     return BioForms(**local, norm_kind="divisive", sigma=par["norm_sigma"], subtract_mean=par["subtract_mean"])
 
 
-@contextlib.contextmanager
 def replaced_forms(model, forms: BioForms):
     """Within the block, ``model.forward`` uses ``forms`` (payload, attention, norm)."""
-    previous = getattr(model, "forms", None)
-    model.forms = forms
-    try:
-        yield model
-    finally:
-        model.forms = previous
+    return swapped(model, "forms", forms)

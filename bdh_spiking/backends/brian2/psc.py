@@ -32,6 +32,14 @@ from .topology import connectivity, free_previous_networks, projection_weights
 LN_EPS = 1e-5  # torch's layer_norm
 PSC_RECORDABLE = ("counts", "decoded", "state", "margins")  # margins: +inf (no ties in continuous time)
 
+# what every form of the residual unit declares: its norm unit's sums, layer 0's stimulus and its index
+RES_COMMON = """lm1 : 1 (linked)
+lm2 : 1 (linked)
+lh1 : 1 (linked)
+lh2 : 1 (linked)
+first : 1 (constant)
+bd : integer (constant)
+"""
 RES_MODEL = """
 dm/dt = -m / tau_syn : 1
 dxin/dt = (first * emb(t, bd) + (1 - first) * xprev - xin) / tau_g : 1
@@ -39,13 +47,7 @@ dhh/dt = (xin + {norm_m} - hh) / tau_g : 1
 dxo/dt = ({norm_h} - xo) / tau_g : 1
 dzr/dt = (xo - zr) / tau_e : 1
 xprev : 1 (linked)
-lm1 : 1 (linked)
-lm2 : 1 (linked)
-lh1 : 1 (linked)
-lh2 : 1 (linked)
-first : 1 (constant)
-bd : integer (constant)
-neg : 1
+{res_common}neg : 1
 """
 ATTN_MODEL = """
 u : 1
@@ -151,7 +153,8 @@ class PscNetwork:
         return LN_EXPR.format(z=z, s1=s1, s2=s2)
 
     def res_model(self) -> str:
-        return RES_MODEL.format(norm_m=self.norm("m", "lm1", "lm2"), norm_h=self.norm("hh", "lh1", "lh2"))
+        return RES_MODEL.format(norm_m=self.norm("m", "lm1", "lm2"), norm_h=self.norm("hh", "lh1", "lh2"),
+                                res_common=RES_COMMON)
 
     def attn_model(self) -> str:
         return ATTN_MODEL.format(norm_u=self.norm("u", "la1", "la2"))

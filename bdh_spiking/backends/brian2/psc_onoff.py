@@ -21,6 +21,7 @@ import re
 
 import numpy as np
 
+from .psc import RES_COMMON
 from .psc_dale import GradedProjection
 from .topology import connectivity, projection_weights
 
@@ -38,13 +39,7 @@ dzon/dt = (xon - zon) / tau_e : 1
 dzoff/dt = (xoff - zoff) / tau_e : 1
 zr = zon - zoff : 1
 {inputs}
-lm1 : 1 (linked)
-lm2 : 1 (linked)
-lh1 : 1 (linked)
-lh2 : 1 (linked)
-first : 1 (constant)
-bd : integer (constant)
-neg_on : 1
+{res_common}neg_on : 1
 neg_off : 1
 neg_in_on : 1
 neg_in_off : 1
@@ -105,7 +100,7 @@ class OnOffPairs:
 
     def res_model(self) -> str:
         return ONOFF_RES_MODEL.format(norm_m=self.norm("m", "lm1", "lm2"), norm_h=self.norm("hh", "lh1", "lh2"),
-                                      inputs=self.input_model("res", ("xp",)))
+                                      inputs=self.input_model("res", ("xp",)), res_common=RES_COMMON)
 
     def attn_model(self) -> str:
         return ONOFF_ATTN_MODEL.format(norm_u=self.norm("u", "la1", "la2"))
