@@ -16,6 +16,8 @@ from ...errors import ConfigError
 from ...semantics.ladder import rungs_through
 from ...semantics.lif import LifCurve
 from .psc_dale import DaleSplit
+from .psc_divnorm import DivisiveNormPart, check_divnorm_params
+from .psc_local import LocalPlasticityPart, check_local_params
 from .psc_onoff import OnOffPairs
 
 
@@ -113,9 +115,6 @@ class OnOff:
         spec.parts.append(OnOffPairs)
 
 
-RUNG_CLASSES = {cls.name: cls for cls in (RateLinearized, Lif, Psc, Dale, OnOff)}
-
-
 class LocalPlasticity:
     """Rung 6: the Hebbian write reads only the synapse's presynaptic trace (x's own filtered train,
     no pair partner) and its postsynaptic readout unit's own variable (the residual input it receives
@@ -124,26 +123,22 @@ class LocalPlasticity:
     name = "local-plasticity"
 
     def apply(self, spec: NetworkSpec, par: dict) -> None:
-        from .psc_local import LocalPlasticityPart, check_local_params
-
         check_local_params(par)
         spec.parts.append(LocalPlasticityPart)
 
 
 class DivisiveNorm:
-    """Rung 7: every LayerNorm replaced by a subtractive and a divisive inhibitory pool with their own
-    dynamics, n = (z - M) / (norm_sigma + P) (psc_divnorm.py)."""
+    """Rung 7: every LayerNorm replaced by inhibitory pools with their own dynamics, n = (z - M) /
+    (norm_sigma + P): a divisive pool P and (with subtract_mean, off by default) a subtractive M (psc_divnorm.py)."""
 
     name = "divisive-norm"
 
     def apply(self, spec: NetworkSpec, par: dict) -> None:
-        from .psc_divnorm import DivisiveNormPart, check_divnorm_params
-
         check_divnorm_params(par)
         spec.parts.append(DivisiveNormPart)
 
 
-RUNG_CLASSES.update({cls.name: cls for cls in (LocalPlasticity, DivisiveNorm)})
+RUNG_CLASSES = {cls.name: cls for cls in (RateLinearized, Lif, Psc, Dale, OnOff, LocalPlasticity, DivisiveNorm)}
 
 
 def network_spec(rung: str, par: dict) -> NetworkSpec:
