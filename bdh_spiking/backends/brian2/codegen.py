@@ -18,6 +18,9 @@ TARGETS = ("auto", "cython", "numpy")
 # overrides what target 'auto' means (CI sets numpy: the cold cython compile takes ~2 minutes)
 TARGET_ENV = "BDH_SPIKING_BRIAN2_TARGET"
 EXACT_GCC_ARGS = ["-w", "-O2", "-fno-fast-math", "-ffp-contract=off", "-std=c++11"]
+# standalone projects are built for this machine's CPU (their cache key names it): -O3 -march=native
+# keep IEEE rounding with the same two flags (no fast-math, no FMA contraction); ~20% faster there
+STANDALONE_GCC_ARGS = ["-w", "-O3", "-march=native", "-fno-fast-math", "-ffp-contract=off", "-std=c++11"]
 
 _CYTHON_OK: dict = {}  # cache dir -> (works, reason): the test compile runs (and warns) once per process
 _COLD_NOTICE: set = set()  # cache dirs whose "compiling" notice was printed

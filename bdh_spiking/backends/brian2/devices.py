@@ -5,8 +5,9 @@ cpp_standalone with OpenMP threads, cuda_standalone through brian2cuda), checked
 Only rungs whose network is all Brian2 objects (no NetworkOperation; semantics/ladder.py) can run
 standalone. A standalone project is built in a cache directory outside the working tree,
 ``$BDH_SPIKING_CACHE/brian2/standalone/<hash>`` or ``~/.cache/bdh-spiking/brian2/standalone/<hash>``,
-one per network structure (sizes, batch, rung, parameters, threads, Brian2 version): Brian2 rewrites only the files whose
-text changed, so a second run of the same structure recompiles nothing."""
+one per network structure (sizes, batch, rung, parameters, threads, Brian2 version, CPU model):
+Brian2 rewrites only the files whose text changed, so a second run of the same structure
+recompiles nothing."""
 
 from __future__ import annotations
 
@@ -76,6 +77,20 @@ def check_device(device: str | None, rung: str, threads=None) -> str:
     return device
 
 
+def cpu_name() -> str:
+    """This machine's CPU model (a standalone build is compiled for it: -march=native)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def standalone_dir(key: dict) -> Path:
     """The build directory of a standalone project: one per network structure (``key``)."""
     import brian2
@@ -86,7 +101,7 @@ def standalone_dir(key: dict) -> Path:
     else:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = Path(xdg) / "bdh-spiking" / "brian2" / "standalone"
-    text = json.dumps(dict(key, brian2=brian2.__version__), sort_keys=True, default=str)
+    text = json.dumps(dict(key, brian2=brian2.__version__, cpu=cpu_name()), sort_keys=True, default=str)
     return root / hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -25,9 +25,9 @@ from ...errors import ConfigError
 from ...semantics import (SimSettings, accumulate_stats, event_counts, fold_weights, gate_output, layer_norm,
                           new_stats, oscillator_cos_sin, oscillator_payload)
 from ..base import Recorder, SimulationResult
-from .codegen import EXACT_GCC_ARGS, configure
+from .codegen import STANDALONE_GCC_ARGS, configure
 from .devices import StandaloneSession, standalone_dir
-from .topology import connectivity, free_previous_networks, projection_weights
+from .topology import by_presynaptic, connectivity, free_previous_networks, projection_weights
 
 LN_EPS = 1e-5  # torch's layer_norm
 PSC_RECORDABLE = ("counts", "decoded", "state", "margins")  # margins: +inf (no ties in continuous time)
@@ -99,8 +99,11 @@ def check_psc_params(par: dict) -> dict:
 
     fine = steps(par["graded_dt_ms"], par["dt_ms"], "graded_dt_ms")
     graded = steps(par["token_ms"], par["graded_dt_ms"], "token_ms")
-    if par["graded_dt_ms"] > min(par["tau_syn_ms"], par["tau_elig_ms"], par["tau_gate_ms"]):
-        raise ConfigError("rung psc: graded_dt_ms must not exceed tau_syn_ms, tau_gate_ms or tau_elig_ms")
+    steps(par["dendrite_dt_ms"], par["graded_dt_ms"], "dendrite_dt_ms")
+    steps(par["token_ms"], par["dendrite_dt_ms"], "token_ms")
+    if max(par["graded_dt_ms"], par["dendrite_dt_ms"]) > min(par["tau_syn_ms"], par["tau_elig_ms"], par["tau_gate_ms"]):
+        raise ConfigError("rung psc: graded_dt_ms and dendrite_dt_ms must not exceed tau_syn_ms, tau_gate_ms or "
+                          "tau_elig_ms")
     return {"fine_per_graded": fine, "graded_per_token": graded, "token_steps": fine * graded}
 
 
@@ -220,7 +223,9 @@ class PscNetwork:
         attn.state_updater.order = 1
         rnorm = b2.NeuronGroup(L * B, "s_m1 : 1\ns_m2 : 1\ns_h1 : 1\ns_h2 : 1", name="bdh_psc_rnorm", **common)
         anorm = b2.NeuronGroup(L * B * H, "s_u1 : 1\ns_u2 : 1", name="bdh_psc_anorm", order=1, **common)
-        den = b2.NeuronGroup(L * B * H * N, self.den_model(), name="bdh_psc_den", **common)
+        # the dendritic sums (E, E_v: ~2/3 of the run's cost) on their own clock, sampled and held between
+        dendrite = b2.Clock(dt=self.par["dendrite_dt_ms"] * b2.ms, name="bdh_psc_dendrite")
+        den = b2.NeuronGroup(L * B * H * N, self.den_model(), name="bdh_psc_den", **dict(common, clock=dendrite))
         for key, group in (("res", res), ("attn", attn)):
             group.run_regularly(self.neg_flags(key), when="end", name=f"{group.name}_neg")
         return {"res": res, "attn": attn, "rnorm": rnorm, "anorm": anorm, "den": den}
@@ -275,7 +280,11 @@ class PscNetwork:
             "anorm": b2.Synapses(g["attn"], g["anorm"], "s_u1_post = u_pre : 1 (summed)\n"
                                  "s_u2_post = u_pre * u_pre : 1 (summed)", name="bdh_psc_anorm_sum", **graded),
         })
-        syn["hebb"].connect(i=conn["hebb"][0], j=conn["hebb"][1])
+        # plastic synapses in order (l, b, h, n, d): consecutive synapses add into different readout
+        # units, so the summed read u = S q has no dependency from one synapse to the next (2-2.7x faster
+        # than (l, b, h, d, n)); each unit still sums its synapses in the order of n (same numbers)
+        syn["hebb"].connect(i=by_presynaptic(conn["hebb"][0], L, B, H, D, N),
+                            j=by_presynaptic(conn["hebb"][1], L, B, H, D, N))
         theta_y = np.broadcast_to(self.w["theta_y"].numpy()[:, None, :, :, None], (L, B, H, N, D)).reshape(-1)
         dec = wts["D"] * theta_y / (self.par["max_rate_hz"] * self.par["tau_syn_ms"] / 1000.0)
         pre, post, weight = self.decoder_split(conn["D"][0], conn["D"][1], dec)  # (not i, j: connect(j="i") below)
@@ -385,7 +394,8 @@ class PscNetwork:
             out[f"{pop}_J"] = np.asarray(m.Jm[:], dtype=np.float64)[:, 1: T + 1].reshape(shape).transpose(1, 4, 0, 2, 3)
         z = np.asarray(self.mon["z"].zr[:], dtype=np.float64)[:, 1: T + 1]  # (B * D, T)
         out["z"] = z.reshape(B, D, T).transpose(0, 2, 1)
-        out["S"] = np.asarray(self.syn["hebb"].S[:], dtype=np.float64).reshape(L, B, H, D, N)
+        S = np.asarray(self.syn["hebb"].S[:], dtype=np.float64).reshape(L, B, H, N, D)
+        out["S"] = np.ascontiguousarray(S.swapaxes(3, 4))  # (L, B, H, D, N) as the other modes
         out.update(self.constraint_counts())
         return out
 
@@ -421,7 +431,7 @@ def run_network(pn: PscNetwork, ids: torch.Tensor, device: str, target: str, cac
            "rungs": list(pn.spec.rungs), "params": pn.par, "gating": pn.net.gating, "threads": threads,
            "device": device, "keys": sorted(pn.keys)}
     directory = standalone_dir(key)
-    with StandaloneSession(device, directory, threads, EXACT_GCC_ARGS) as session:
+    with StandaloneSession(device, directory, threads, STANDALONE_GCC_ARGS) as session:
         b2.prefs.core.default_float_dtype = np.float64
         b2.seed(pn.par["seed"])
         _run(pn.build(ids), duration)

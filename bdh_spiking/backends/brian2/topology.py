@@ -33,6 +33,11 @@ def connectivity(L: int, B: int, H: int, D: int, N: int) -> dict:
     return {"E": (res_i, neu_i), "E_v": (att_i, neu_i), "hebb": (neu_i, att_i), "D": (dec_pre, dec_post)}
 
 
+def by_presynaptic(a: np.ndarray, L: int, B: int, H: int, D: int, N: int) -> np.ndarray:
+    """A plastic projection's array in synapse order (l, b, h, d, n) reordered to (l, b, h, n, d)."""
+    return np.ascontiguousarray(a.reshape(L, B, H, D, N).swapaxes(3, 4)).reshape(-1)
+
+
 def projection_weights(w: dict, L: int, B: int, H: int, D: int, N: int) -> dict:
     """Folded weights in the synapse orders of connectivity()."""
     return {"E": flat_broadcast(w["W_x"].numpy()[:, None], (L, B, H, D, N)),
