@@ -67,6 +67,32 @@ def test_devices_refused_before_any_work():
         bs.simulate(net, ids, backend="brian2", mode="biophysical", ladder="psc", record=("v",))
 
 
+def test_dendrite_clock_is_checked_and_samples_the_dendritic_sums(monkeypatch):
+    """dendrite_dt_ms: refused unless a multiple of graded_dt_ms dividing token_ms and within the
+    synaptic time constants; 2 ms puts the dendritic sums (their group and hence E's and E_v's
+    summed variables) on a 2 ms clock and changes the run."""
+    import brian2 as b2
+
+    from bdh_spiking.backends.brian2 import psc
+
+    _, net = tiny(seed=1, n_layer=2, gating="gain")
+    ids = ids_for(1, 2, seed=1)
+    common = dict(backend="brian2", mode="biophysical", ladder="psc", token_ms=40, record=("counts",))
+    for value, phrase in ((1.5, "dendrite_dt_ms must be a whole multiple"), (10.0, "must not exceed tau_syn_ms"),
+                          (0.0, "dendrite_dt_ms must be > 0")):
+        with pytest.raises(ConfigError, match=phrase):
+            bs.simulate(net, ids, dendrite_dt_ms=value, **common)
+    seen = []
+    real_run = psc._run
+    monkeypatch.setattr(psc, "_run", lambda objects, duration: (seen.extend(objects), real_run(objects, duration)))
+    slow = bs.simulate(net, ids, dendrite_dt_ms=2.0, **common)
+    den = next(o for o in seen if o.name == "bdh_psc_den")
+    assert float(den.clock.dt / b2.ms) == pytest.approx(2.0)
+    assert float(next(o for o in seen if o.name == "bdh_psc_res").clock.dt / b2.ms) == pytest.approx(1.0)
+    fast = bs.simulate(net, ids, **common)
+    assert torch.isfinite(slow.logits).all() and not torch.equal(slow.logits, fast.logits)
+
+
 def test_device_auto_and_missing_compiler(monkeypatch):
     from bdh_spiking.backends.brian2 import devices
 
@@ -94,9 +120,10 @@ def test_cli_refuses_standalone_for_runtime_rungs(run_cli, tmp_path):
 
 @pytest.mark.slow
 def test_cpp_standalone_matches_runtime(tmp_path, monkeypatch):
-    """The psc rung built by cpp_standalone (cache in tmp_path) against the same rung on the runtime
-    device with the cython target (the same C expressions, the same compiler flags): spikes and
-    logits agree exactly; a second standalone run reuses the build directory."""
+    """The psc rung built by cpp_standalone (cache in tmp_path; -O3 -march=native) against the same
+    rung on the runtime device with the cython target (-O2; the same C expressions, both without
+    fast-math or FMA contraction): spikes and logits agree exactly; a second standalone run reuses
+    the build directory."""
     from bdh_spiking.backends.brian2.devices import CACHE_ENV, cxx_compiler
 
     if cxx_compiler() is None:

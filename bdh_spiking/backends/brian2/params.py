@@ -23,7 +23,8 @@ PARAMS = {
     "tau_m_ms": ("neuron", float), "t_ref_ms": ("neuron", float), "max_rate_hz": ("neuron", float),
     "v_start": ("neuron", float), "noise": ("neuron", float), "tau_syn_ms": ("synapse", float),
     "rule": ("plasticity", str), "tau_pre_ms": ("plasticity", float), "tau_post_ms": ("plasticity", float),
-    "graded_dt_ms": ("psc", float), "tau_gate_ms": ("psc", float), "tau_elig_ms": ("psc", float),
+    "graded_dt_ms": ("psc", float), "dendrite_dt_ms": ("psc", float), "tau_gate_ms": ("psc", float),
+    "tau_elig_ms": ("psc", float),
     # rungs local-plasticity and divisive-norm (issue 16); checked by their rung (rungs.py)
     "w_max": ("local", float), "tau_decay_ms": ("local", float), "local_payload": ("local", str),
     "norm_sigma": ("divnorm", float), "tau_pool_ms": ("divnorm", float), "subtract_mean": ("divnorm", bool),
@@ -31,7 +32,7 @@ PARAMS = {
 INFINITE_OK = ("tau_decay_ms",)  # inf: no decay
 ALIASES = {"max_rate": "max_rate_hz"}
 POSITIVE = ("dt_ms", "token_ms", "tau_m_ms", "tau_syn_ms", "tau_pre_ms", "tau_post_ms", "max_rate_hz", "graded_dt_ms",
-            "tau_gate_ms", "tau_elig_ms")
+            "dendrite_dt_ms", "tau_gate_ms", "tau_elig_ms")
 MIN_PHASE_STEPS = 8  # a stage window needs room for its event steps (load, read, emit) and some spikes
 
 
