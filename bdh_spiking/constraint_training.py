@@ -22,9 +22,13 @@ DESIGN_T = 16  # bdh-convert's --design-T default; one spike per step (mode biop
 DESIGN_MAX_SPIKES = 1
 
 
-def calibrate(model, train_part, neuron: RungNeuron) -> RungActivation:
-    """The rung's activation with thresholds calibrated on the training split (mse at T=16, K=1)."""
-    q = calibrate_quantizer(model, train_part, DESIGN_T, DESIGN_MAX_SPIKES)
+def calibrate(model, train_part, neuron: RungNeuron, forms=None) -> RungActivation:
+    """The rung's activation with thresholds calibrated on the training split (mse at T=16, K=1),
+    on the currents of the forward pass with the rung's dense forms (None: the official ones)."""
+    from .semantics.bio_forms import replaced_forms
+
+    with replaced_forms(model, forms):
+        q = calibrate_quantizer(model, train_part, DESIGN_T, DESIGN_MAX_SPIKES)
     return RungActivation(neuron, q.theta["x"], q.theta["y"])
 
 

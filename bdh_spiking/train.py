@@ -6,6 +6,7 @@ is the mean next-byte cross-entropy over all non-overlapping windows of the bloc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import platform
@@ -299,8 +300,19 @@ class ConstraintRun(SpikingAware):
     the constrained forward on the first MEASURE_WINDOWS validation windows before and after training."""
 
     def __init__(self, activation, calibrated_at_step: int, params: dict, measured: dict | None = None):
+        from .semantics.constraints import rung_forms
+
         super().__init__(activation, calibrated_at_step)
         self.params, self.measured = params, dict(measured or {})
+        self.forms = rung_forms(activation.neuron.rung, params)  # None up to onoff: the activation only
+
+    @contextlib.contextmanager
+    def replaced(self, model):
+        """The rung's activation and (from local-plasticity on) its dense forms, together."""
+        from .semantics.bio_forms import replaced_forms
+
+        with super().replaced(model), replaced_forms(model, self.forms):
+            yield model
 
     def meta(self) -> dict:
         from .constraint_training import to_meta
@@ -327,7 +339,7 @@ class ConstraintRun(SpikingAware):
         row["val_loss_constrained_sample"] = round(cval, 4)
         write(f"  constrained forward ({self.quantizer.neuron.rung}): val {cval:.4f}")
         if recalibrate:
-            self.quantizer = calibrate(model, self.train_part, self.quantizer.neuron)
+            self.quantizer = calibrate(model, self.train_part, self.quantizer.neuron, self.forms)
             self.calibrated_at_step = row["step"]
 
 
@@ -339,7 +351,7 @@ def constraint_start(s: TrainSettings, model, info, train_part, val_part, step: 
     if s.spiking_aware:
         raise ConfigError("--constraints and --spiking-aware each replace the activation: choose one")
     from .constraint_training import calibrate, from_meta
-    from .semantics.constraints import RungNeuron
+    from .semantics.constraints import RungNeuron, rung_forms
 
     recorded = ((info or {}).get("meta") or {}).get("constraints")
     if recorded and recorded.get("rung") == s.constraints:
@@ -348,7 +360,8 @@ def constraint_start(s: TrainSettings, model, info, train_part, val_part, step: 
         log(f"constraint {s.constraints}: the thresholds recorded at step {run.calibrated_at_step}")
     else:
         neuron = RungNeuron.from_params(s.constraints, s.bio_params, model.config.n_layer)
-        run = ConstraintRun(calibrate(model, train_part, neuron), step, dict(s.bio_params))
+        forms = rung_forms(s.constraints, s.bio_params)
+        run = ConstraintRun(calibrate(model, train_part, neuron, forms), step, dict(s.bio_params))
         log(f"constraint {s.constraints}: thresholds calibrated on the training split (mse, one spike per step); "
             f"windows {neuron.windows['x_eff']:.1f} / {neuron.windows['y_eff']:.1f} ms (x / y, effective)")
         run.measure("before", model, val_part, s.block_size, device, log)

@@ -82,3 +82,21 @@ def test_rung_forms_from_the_shipped_parameters():
     assert rung_forms("local-plasticity", dict(par, tau_decay_ms=math.inf)).keep == 1.0
     with pytest.raises(ConfigError):
         rung_forms("dale", par)
+
+
+def test_checkpointed_training_attention_equals_the_plain_loop_and_its_gradient():
+    """With gradients the bounded state runs in checkpointed chunks (memory); values and gradients
+    are the plain byte loop's, bit for bit, across a chunk boundary and with the bound binding."""
+    from bdh_spiking.semantics.bio_forms import CHECKPOINT_STEPS, _advance
+
+    gen = torch.Generator().manual_seed(0)
+    T = CHECKPOINT_STEPS * 2 + 6
+    q = torch.randn(2, 3, T, 8, dtype=torch.float64, generator=gen).requires_grad_()
+    v = torch.randn(2, 1, T, 5, dtype=torch.float64, generator=gen).requires_grad_()
+    out = bounded_decaying_attention(q, v, 1.5, 0.97)
+    ref, state = _advance(q.new_zeros(2, 3, 8, 5), q, v, 0.97, 1.5)
+    assert out.equal(ref) and bool((state.abs() == 1.5).any())  # the bound binds
+    for a, b in zip(torch.autograd.grad(out.square().sum(), (q, v)), torch.autograd.grad(ref.square().sum(), (q, v))):
+        assert a.equal(b)
+    with torch.no_grad():
+        assert bounded_decaying_attention(q, v, 1.5, 0.97).equal(ref)

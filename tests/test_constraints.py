@@ -17,12 +17,15 @@ from bdh_spiking.checkpoint import load_checkpoint, save_checkpoint
 from bdh_spiking.constraint_training import from_meta, to_meta
 from bdh_spiking.errors import ConfigError
 from bdh_spiking.semantics.activation import Activation, replaced
-from bdh_spiking.semantics.constraints import DENSE_FORMS, RungActivation, RungNeuron, check_rung, windows_ms
+from bdh_spiking.semantics.constraints import (DENSE_FORMS, PSC_NEURON, RungActivation, RungNeuron, check_rung,
+                                               windows_ms)
 from bdh_spiking.semantics.lif import LifCurve, lif_count, lif_drive_for_rate
 from conftest import make_model
 
 PARAMS = {"tau_m_ms": 20.0, "t_ref_ms": 2.0, "max_rate_hz": 200.0, "v_start": 0.5, "token_ms": 100.0,
           "dt_ms": 0.1, "schedule": "pipelined", "tau_syn_ms": 5.0}
+# what the dense forms of local-plasticity and divisive-norm read besides (the shipped defaults)
+FORM_PARAMS = dict(PARAMS, w_max=4.0, tau_decay_ms=10000.0, local_payload="cos", norm_sigma=0.1, subtract_mean=False)
 
 
 class Recorder(Activation):
@@ -91,7 +94,7 @@ def test_constrained_forward_is_the_rung_curve_on_the_pre_activations():
             count = lif_count(mu, w[f"{pop}_eff"], 20.0, 2.0, 0.5)
             rate = count / (w[f"{pop}_eff"] / 1000.0)
             decoded = curve.current(rate, w[f"{pop}_eff"]) if rung == "lif" else rate / 200.0
-            if rung == "psc":  # the stationary rate of the lif curve, read linearly (no count)
+            if rung in PSC_NEURON:  # the stationary rate of the lif curve, read linearly (no count)
                 decoded = curve.rate_hz(np.clip(folded, 0, None)) / 200.0
             got = outputs[(pop, layer)].detach().numpy()
             np.testing.assert_allclose(got, theta * decoded, rtol=1e-12, atol=1e-15)
@@ -189,10 +192,42 @@ def test_lif_decoding_is_capped_where_counts_cannot_resolve_the_curve():
 def test_rungs_refused_by_name():
     assert check_rung("lif") == "lif"
     assert check_rung("psc") == "psc"
+    assert check_rung("local-plasticity") == "local-plasticity" and check_rung("divisive-norm") == "divisive-norm"
     for rung, phrase in (("linear", "unknown rung"), ("dale", "nothing to train: its E/I split is exact"),
-                         ("onoff", "ON/OFF pairs are exact"), ("local-plasticity", "does not use yet")):
-        with pytest.raises(ConfigError, match=f"{phrase}.*supported: rate-linearized, lif, psc"):
+                         ("onoff", "ON/OFF pairs are exact")):
+        with pytest.raises(ConfigError, match=f"{phrase}.*supported: rate-linearized, lif, psc, local-plasticity, "
+                                              "divisive-norm"):
             check_rung(rung)
+
+
+@pytest.mark.parametrize("rung", ["local-plasticity", "divisive-norm"])
+def test_rungs_with_dense_forms_train_through_activation_and_forms(rung):
+    """--constraints local-plasticity | divisive-norm: psc's neuron plus the rung's dense forms, both
+    installed by the run's forward (and only inside it); the forms change the loss the run trains."""
+    from bdh_spiking.semantics.activation import replaced as act_replaced
+    from bdh_spiking.semantics.bio_forms import replaced_forms, rung_forms as forms_of
+    from bdh_spiking.semantics.constraints import rung_forms
+    from bdh_spiking.train import ConstraintRun
+
+    assert rung_forms("psc", FORM_PARAMS) is None and rung_forms("onoff", FORM_PARAMS) is None
+    model = make_model(seed=3, std=0.3).double().eval()
+    L, H, N = model.config.n_layer, model.config.n_head, model.config.n_neurons
+    theta = torch.full((L, H, N), 0.05, dtype=torch.float64)
+    neuron = RungNeuron.from_params(rung, FORM_PARAMS, L)
+    assert neuron.reads_rate and neuron.windows["x"] == FORM_PARAMS["token_ms"]
+    run = ConstraintRun(RungActivation(neuron, theta, theta), 0, dict(FORM_PARAMS))
+    assert run.forms == forms_of(rung, FORM_PARAMS)
+    ids = torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with run.replaced(model):
+            assert model.forms is run.forms
+            got = model(ids)[0]
+        assert model.forms is None and model.activation is None
+        with act_replaced(model, run.quantizer), replaced_forms(model, forms_of(rung, FORM_PARAMS)):
+            want = model(ids)[0]
+        with act_replaced(model, run.quantizer):
+            activation_only = model(ids)[0]
+    assert got.equal(want) and not torch.allclose(got, activation_only)
 
 
 def test_meta_round_trips_through_a_checkpoint(tmp_path):
@@ -275,10 +310,32 @@ def test_tiny_cli_fine_tune_converts_to_the_network_it_trained_for(tmp_path, mak
     assert float((a_net - decoded_dense).abs().mean()) < float((a_net - relu).abs().mean())
 
 
+def test_tiny_cli_fine_tune_under_divisive_norm_records_its_forms_cost(tmp_path, make_corpus, capsys):
+    """bdh-train --init --constraints divisive-norm --steps 2: the checkpoint records the rung and the
+    parameters its forms read, and the validation loss under the constraint (psc's neuron plus the
+    local plastic state and divisive normalisation) before and after, apart from the plain one."""
+    from bdh_spiking.cli.train import main
+
+    base = tmp_path / "base.pt"
+    save_checkpoint(base, make_model(seed=1, std=0.3, n_layer=1, n_embd=16))
+    out = tmp_path / "dn.pt"
+    code = main.run(["--init", str(base), "--text", str(make_corpus()), "--out", str(out), "--constraints",
+                     "divisive-norm", "--steps", "2", "--batch-size", "2", "--block-size", "32", "--eval-every", "1",
+                     "--eval-windows", "1", "--warmup-steps", "1"])
+    assert code == 0, capsys.readouterr().err
+    entry = load_checkpoint(out)[1]["meta"]["constraints"]
+    assert entry["rung"] == "divisive-norm" and entry["neuron"]["rung"] == "divisive-norm"
+    assert entry["biophysical"]["norm_sigma"] > 0 and "tau_decay_ms" in entry["biophysical"]
+    for when in ("before", "after"):
+        v = entry["val_loss"][when]
+        assert math.isfinite(v["constrained"]) and v["constrained"] != v["plain"]
+
+
 @pytest.mark.parametrize("extra, phrase", [
-    (["--constraints", "linear"], "unknown rung 'linear' (supported: rate-linearized, lif, psc)"),
+    (["--constraints", "linear"], "unknown rung 'linear' (supported: rate-linearized, lif, psc, local-plasticity, "
+                                  "divisive-norm)"),
     (["--constraints", "dale"], "rung 'dale' has nothing to train"),
-    (["--constraints", "divisive-norm"], "does not use yet"),
+    (["--constraints", "onoff"], "rung 'onoff' has nothing to train"),
     (["--constraints", "lif", "--no-init"], "give it with --init CKPT"),
     (["--constraints", "lif", "--spiking-aware", "4"], "choose one"),
     (["--bio-params", "x.toml"], "--bio-params is read with --constraints only"),

@@ -36,23 +36,42 @@ def local_payload(a: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kind: s
     raise ConfigError(f"unknown payload {kind!r}: use one of {', '.join(PAYLOADS)}")
 
 
-def bounded_decaying_attention(q: torch.Tensor, v: torch.Tensor, w_max: float, keep: float,
-                               writes: torch.Tensor | None = None) -> torch.Tensor:
-    """The read u_t = q_t (keep S_{t-1}) of a state written S_t = clip(keep S_{t-1} + q_t v_t^T,
-    -w_max, w_max) (strictly causal: read before write), for q (B,H,T,N), v (B,1|H,T,D).
-    keep = exp(-token_ms / tau_decay): the continuous decay over one byte. writes (T,) or (B,T) 0/1."""
-    B, H, T, N = q.shape
-    if writes is not None:
-        w = writes.to(v.dtype)
-        v = v * (w.reshape(1, 1, T, 1) if w.dim() == 1 else w[:, None, :, None])
-    state = q.new_zeros(B, H, N, v.shape[-1])
+CHECKPOINT_STEPS = 32  # training: keep the state every 32 bytes, recompute the steps between in backward
+
+
+def _advance(state, q, v, keep: float, w_max: float):
+    """The reads of q (B,H,t,N) against the state, written by q (x) v byte by byte; (reads, state)."""
     outs = []
-    for t in range(T):
+    for t in range(q.shape[2]):
         state = state * keep
         outs.append(q[:, :, t: t + 1] @ state)
         state = state + q[:, :, t, :, None] * v[:, :, t, None, :]
         if math.isfinite(w_max):
             state = state.clamp(-w_max, w_max)
+    return torch.cat(outs, dim=-2), state
+
+
+def bounded_decaying_attention(q: torch.Tensor, v: torch.Tensor, w_max: float, keep: float,
+                               writes: torch.Tensor | None = None) -> torch.Tensor:
+    """The read u_t = q_t (keep S_{t-1}) of a state written S_t = clip(keep S_{t-1} + q_t v_t^T,
+    -w_max, w_max) (strictly causal: read before write), for q (B,H,T,N), v (B,1|H,T,D).
+    keep = exp(-token_ms / tau_decay): the continuous decay over one byte. writes (T,) or (B,T) 0/1.
+    With gradients the steps run in checkpointed chunks: autograd would otherwise keep every byte's
+    (B,H,N,D) state (35 GB for one batch of 8 x 256 bytes of the default model)."""
+    from torch.utils.checkpoint import checkpoint
+
+    B, H, T, N = q.shape
+    if writes is not None:
+        w = writes.to(v.dtype)
+        v = v * (w.reshape(1, 1, T, 1) if w.dim() == 1 else w[:, None, :, None])
+    state = q.new_zeros(B, H, N, v.shape[-1])
+    if not (torch.is_grad_enabled() and (q.requires_grad or v.requires_grad)):
+        return _advance(state, q, v, keep, w_max)[0]
+    outs = []
+    for t0 in range(0, T, CHECKPOINT_STEPS):
+        sl = slice(t0, t0 + CHECKPOINT_STEPS)
+        out, state = checkpoint(_advance, state, q[:, :, sl], v[:, :, sl], keep, w_max, use_reentrant=False)
+        outs.append(out)
     return torch.cat(outs, dim=-2)
 
 
@@ -60,7 +79,8 @@ def divisive_norm(z: torch.Tensor, sigma: float, subtract_mean: bool = True) -> 
     """(z - M) / (sigma + P) over the last dimension: M the mean (a subtractive pool; 0 when
     subtract_mean is off), P = sqrt(mean (z - M)^2) (the divisive pool's steady state)."""
     m = z.mean(dim=-1, keepdim=True) if subtract_mean else torch.zeros_like(z[..., :1])
-    p = ((z - m) ** 2).mean(dim=-1, keepdim=True).sqrt()
+    # the floor (p >= 1e-6, against sigma ~0.1) keeps the gradient finite where z is all zero (sqrt'(0) = inf)
+    p = ((z - m) ** 2).mean(dim=-1, keepdim=True).clamp_min(1e-12).sqrt()
     return (z - m) / (sigma + p)
 
 

@@ -23,8 +23,11 @@ the transient of a pipelined window's starting current is not modelled (its deco
 expected spikes of it). ``psc`` is the stationary rate of the lif rung's curve, read linearly (no
 spike-count quantization: its downstream units receive filtered spike trains, not counts), with
 the curve's own slope as gradient, evaluated at max(I, I_1) (I_1: the current of one spike per byte,
-about 0.0012 at 100 ms; the true slope is infinite at I = 0+); 0 at I <= 0. Rungs without a dense
-form are refused by name.
+about 0.0012 at 100 ms; the true slope is infinite at I = 0+); 0 at I <= 0. The rungs above psc keep
+its neuron: dale and onoff are exact rewrites of psc (nothing more to train: refused, naming psc);
+local-plasticity and divisive-norm add their dense forms (semantics/bio_forms.py: the local payload,
+bounded decaying plastic state, divisive normalisation), installed beside the activation by
+``rung_forms``. Rungs without a dense form are refused by name.
 """
 
 from __future__ import annotations
@@ -39,15 +42,15 @@ from .activation import Activation
 from .ladder import BUILT, LADDER
 from .lif import LifCurve, lif_count, lif_drive_for_rate
 
-# the rungs with a dense form (their neurons' rate map); the later rungs change more than an
-# activation (weights' signs, ON/OFF pairs, normalisation) and are refused until built
-DENSE_FORMS = ("rate-linearized", "lif", "psc")
+# the rungs with a dense form: their neurons' rate map, and from local-plasticity on the forms of
+# semantics/bio_forms.py (payload, plastic state, normalisation) beside it
+DENSE_FORMS = ("rate-linearized", "lif", "psc", "local-plasticity", "divisive-norm")
+# the rungs whose x and y neurons are psc's (stationary rate read linearly, no window)
+PSC_NEURON = LADDER[LADDER.index("psc"):]
 # why a built rung has no dense form to train through (the refusal says it)
 NO_DENSE_FORM = {
     "dale": "has nothing to train: its E/I split is exact, so its dense form is psc's (use --constraints psc)",
     "onoff": "has nothing to train: its ON/OFF pairs are exact, so its dense form is psc's (use --constraints psc)",
-    "local-plasticity": "has a dense form (semantics/bio_forms.py) that bdh-train does not use yet",
-    "divisive-norm": "has a dense form (semantics/bio_forms.py) that bdh-train does not use yet",
 }
 Y_WINDOW_LOST_STEPS = 3  # the y window loses its read and load steps (backends/brian2/biophysical.py)
 NEURON_KEYS = ("tau_m_ms", "t_ref_ms", "max_rate_hz", "v_start")
@@ -69,7 +72,7 @@ def windows_ms(params: dict, n_layer: int, rung: str = "lif") -> dict:
     whole stage (token_ms pipelined, token_ms / 2L sequential, in whole dt steps), y three steps
     less; W_eff subtracts the synaptic rise of a current switched on at the window's start. Rung
     psc has no window: a byte's token_ms (its counts and decoded records are per byte)."""
-    if rung == "psc":
+    if rung in PSC_NEURON:
         return {k: float(params["token_ms"]) for k in ("x", "y", "x_eff", "y_eff")}
     stage_ms = params["token_ms"] / (2 * n_layer) if params["schedule"] == "sequential" else params["token_ms"]
     steps = int(round(stage_ms / params["dt_ms"]))
@@ -99,6 +102,11 @@ class RungNeuron:
         return LifCurve(self.tau_m_ms, self.t_ref_ms, self.max_rate_hz)
 
     @property
+    def reads_rate(self) -> bool:
+        """psc's neuron (from rung psc on): its synapses read the stationary rate, no count."""
+        return self.rung in PSC_NEURON
+
+    @property
     def top_current(self) -> float:
         """Above this folded current the rung represents nothing more (gradient 0)."""
         return 1.0 if self.rung == "rate-linearized" else math.inf
@@ -125,7 +133,7 @@ class RungNeuron:
         return self.curve.current(rate, window)
 
     def decoded(self, pop: str, current: torch.Tensor) -> torch.Tensor:
-        if self.rung == "psc":  # the stationary rate, read linearly by the synapses
+        if self.reads_rate:  # the stationary rate, read linearly by the synapses
             return self.curve.rate_hz(torch.clamp(current, min=0.0)) / self.max_rate_hz
         return self.decode(pop, self.count(pop, current))
 
@@ -162,9 +170,9 @@ class RungActivation(Activation):
         folded = current / theta
         with torch.no_grad():  # in float64, as the network's decoder (float32 would round rates to inf)
             decoded = self.neuron.decoded(pop, folded.detach().to(torch.float64)).to(current.dtype)
-            if self.neuron.rung == "psc":
+            if self.neuron.reads_rate:
                 slope = self.neuron.slope(pop, folded.detach().to(torch.float64)).to(current.dtype)
-        if self.neuron.rung == "psc":
+        if self.neuron.reads_rate:
             return theta * (decoded + slope * (folded - folded.detach()))
         top = self.neuron.top_current
         passed = torch.clamp(folded, min=0.0, max=top if math.isfinite(top) else None)
@@ -175,3 +183,13 @@ class RungActivation(Activation):
 
     def y(self, layer: int, current: torch.Tensor) -> torch.Tensor:
         return self._apply("y", layer, current)
+
+
+def rung_forms(rung: str, params: dict):
+    """The dense forms (semantics/bio_forms.BioForms) a rung adds to its neuron, or None (the rungs
+    up to onoff change only the activation)."""
+    if LADDER.index(rung) < LADDER.index("local-plasticity"):
+        return None
+    from .bio_forms import rung_forms as forms_of
+
+    return forms_of(rung, params)
