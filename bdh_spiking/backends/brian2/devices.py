@@ -50,6 +50,11 @@ def check_device(device: str | None, rung: str, threads=None) -> str:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
     standalone_ok = runs_standalone(rung)
+    if threads is not None and threads > 1 and standalone_ok and device != "runtime" and "threads" not in _WARNED:
+        _WARNED.add("threads")
+        warnings.warn(f"brian2: with {threads} OpenMP threads the order in which a step's synaptic events are "
+                      "summed varies from run to run, so spikes and logits are not reproducible (1 thread is)",
+                      RuntimeWarning, stacklevel=3)
     if device == "auto":
         if not standalone_ok:
             return "runtime"
