@@ -7,7 +7,11 @@ the shipped biophysical parameters. Same windows for every checkpoint: the first
 block-size windows of the validation split (last 10%) of --text. Prints a table (and --json).
 
     python benchmarks/constraint_val.py CKPT [CKPT..] --text ../shared/data/tinyshakespeare.txt \
-        [--rung lif|rate-linearized|psc] [--windows 128] [--block-size 256] [--threads 1]
+        [--rung lif|rate-linearized|psc|local-plasticity|divisive-norm] [--windows 128] [--block-size 256]
+        [--threads 1]
+
+Rungs local-plasticity and divisive-norm are measured with their dense forms beside the activation
+(semantics/bio_forms.py), as `bdh-train --constraints` trains them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from bdh_spiking.backends.brian2.params import load_params
 from bdh_spiking.checkpoint import load_checkpoint
 from bdh_spiking.constraint_training import calibrate, from_meta
 from bdh_spiking.semantics.activation import replaced
-from bdh_spiking.semantics.constraints import RungNeuron
+from bdh_spiking.semantics.bio_forms import replaced_forms
+from bdh_spiking.semantics.constraints import RungNeuron, rung_forms
 from bdh_spiking.text import read_bytes, split
 from bdh_spiking.train import validation_loss
 
@@ -34,12 +39,15 @@ def measure(path: str, rung: str, train_part, val_part, windows: int, block_size
     entry = (info.get("meta") or {}).get("constraints")
     if entry:
         act, source = from_meta(entry), f"recorded (rung {entry['rung']}, step {entry['calibrated_at_step']})"
+        forms = rung_forms(entry["rung"], entry["biophysical"])
     else:
-        act = calibrate(model, train_part, RungNeuron.from_params(rung, load_params(), model.config.n_layer))
+        params = load_params()
+        forms = rung_forms(rung, params)
+        act = calibrate(model, train_part, RungNeuron.from_params(rung, params, model.config.n_layer), forms)
         source = "calibrated on the training split"
     started = time.perf_counter()
     plain = validation_loss(model, val_part, block_size, windows)
-    with replaced(model, act):
+    with replaced(model, act), replaced_forms(model, forms):
         constrained = validation_loss(model, val_part, block_size, windows)
     return {"checkpoint": path, "rung": act.neuron.rung, "thresholds": source, "val_plain": plain,
             "val_constrained": constrained, "cost": constrained - plain, "windows": windows,
@@ -50,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--text", required=True)
-    ap.add_argument("--rung", default="lif", help="rate-linearized, lif or psc: for checkpoints without a recorded constraint")
+    ap.add_argument("--rung", default="lif", help="a rung of --constraints: for checkpoints without a recorded constraint")
     ap.add_argument("--windows", type=int, default=128)
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
