@@ -223,7 +223,7 @@ class PscNetwork:
         attn.state_updater.order = 1
         rnorm = b2.NeuronGroup(L * B, "s_m1 : 1\ns_m2 : 1\ns_h1 : 1\ns_h2 : 1", name="bdh_psc_rnorm", **common)
         anorm = b2.NeuronGroup(L * B * H, "s_u1 : 1\ns_u2 : 1", name="bdh_psc_anorm", order=1, **common)
-        # the dendritic sums (E, E_v: ~2/3 of the run's cost) on their own clock, sampled and held between
+        # the dendritic sums (E, E_v: about half of the simulation time) on their own clock, sampled and held
         dendrite = b2.Clock(dt=self.par["dendrite_dt_ms"] * b2.ms, name="bdh_psc_dendrite")
         den = b2.NeuronGroup(L * B * H * N, self.den_model(), name="bdh_psc_den", **dict(common, clock=dendrite))
         for key, group in (("res", res), ("attn", attn)):
