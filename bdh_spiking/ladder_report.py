@@ -8,7 +8,7 @@ import math
 from .report import Report
 
 CLIP_LIMIT = 0.02  # the clipped activation mass a rung may have (issue 15)
-LADDER_COLUMNS = (("rung", "rung", "{}"), ("brian2 device", "brian2_device", "{}"), ("top1 %", "top1_agreement", "{:.2%}"), ("dCE %", "ce_rel_diff", "{:+.2%}"),
+LADDER_COLUMNS = (("rung", "rung", "{}"), ("brian2 device", "brian2_device", "{}"), ("read", "plastic_read", "{}"), ("top1 %", "top1_agreement", "{:.2%}"), ("dCE %", "ce_rel_diff", "{:+.2%}"),
                   ("KL/tok", "kl_per_token", "{:.3f}"), ("rate Hz (median)", "rate_hz_median", "{:.1f}"),
                   ("active", "fraction_active", "{:.3f}"), ("clipped", "clipped_fraction", "{:.4f}"),
                   ("clipped x / y", None, None), ("Dale viol.", "dale_violations", "{}"),

@@ -272,7 +272,7 @@ def baseline_mode(mode: str) -> str:
 
 BIO_ROW_KEYS = ("rung", "ladder", "clipped_fraction", "clipped_fraction_x", "clipped_fraction_y", "rate_hz_median",
                 "fraction_active", "bio_s_per_wall_s", "simulated_ms", "brian2_device", "threads", "dale_violations",
-                "negative_rates", "inhibitory_populations")
+                "negative_rates", "inhibitory_populations", "plastic_read")
 
 
 def describe_run(dense, result, net, ids, backend, mode, coding, T, max_spikes, device, run_device) -> dict:

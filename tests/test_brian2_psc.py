@@ -221,3 +221,69 @@ def test_psc_x_neurons_are_driven_by_their_layers_input():
     # the first byte's count includes the onset (membranes and currents start at rest)
     err = np.abs(got[1:] - expect[0][1:])
     assert float(err.mean()) < 1.0 and float(np.corrcoef(got[1:].ravel(), expect[0][1:].ravel())[0, 1]) > 0.99
+
+
+def _captured(monkeypatch):
+    from bdh_spiking.backends.brian2 import psc
+
+    seen = {}
+    real_run = psc._run
+    monkeypatch.setattr(psc, "_run", lambda objects, duration: (seen.update({o.name: o for o in objects}),
+                                                                real_run(objects, duration)))
+    return seen
+
+
+def test_event_plastic_read_keeps_u_equal_to_the_weighted_trains(monkeypatch):
+    """plastic_read 'event' (the default): after a run of 3 bytes with writes, every readout unit's u
+    equals sum_n (c_n S_nd + s'_n P_nd) a_n over its presynaptic x trains (what the summed read
+    computes), P equals the pair partner's S bit for bit, and the row says which read ran; 'summed'
+    reads through u = S q and gives another run."""
+    import numpy as np
+
+    import brian2 as b2
+
+    from bdh_spiking.backends.brian2 import psc
+    from bdh_spiking.semantics import fold_weights, oscillator_cos_sin
+
+    _, net = tiny(seed=1, n_layer=2, gating="product")
+    ids = ids_for(1, 3, seed=1)
+    seen = _captured(monkeypatch)
+    phase = []
+    real_monitors = psc.PscNetwork._monitors
+
+    def monitors(self, g):  # also x's phase in effect, at the end of every fine step (event read)
+        if "cx" not in g["x"].variables:
+            return real_monitors(self, g)
+        phase.append(b2.StateMonitor(g["x"], ["cx", "sx"], record=True, when="end", name="test_phase"))
+        return real_monitors(self, g) + phase[-1:]
+
+    monkeypatch.setattr(psc.PscNetwork, "_monitors", monitors)
+    common = dict(backend="brian2", mode="biophysical", ladder="psc", token_ms=40, record=("counts", "state"))
+    out = bs.simulate(net, ids, **common)
+    assert out.settings["plastic_read"] == "event"
+    # the phase switches at each byte's write step (its last step) to the next byte's (the last byte's stays)
+    freqs = fold_weights(net, torch.device("cpu"), torch.float64)["freqs"]
+    cos, sin = (v.double().numpy() for v in oscillator_cos_sin(freqs, torch.arange(3)))
+    steps = np.arange(phase[0].cx.shape[1])
+    byte = np.minimum((steps + 1) // 400, 2)
+    nn = np.asarray(seen["bdh_psc_x"].nn[:])
+    sg = np.asarray(seen["bdh_psc_x"].sg[:])[:, None]
+    assert np.array_equal(phase[0].cx[:], cos[byte][:, nn].T)
+    assert np.array_equal(phase[0].sx[:], -sg * sin[byte][:, nn ^ 1].T)
+    x, attn, hebb = seen["bdh_psc_x"], seen["bdh_psc_attn"], seen["bdh_psc_hebb"]
+    i, j = np.asarray(hebb.i[:]), np.asarray(hebb.j[:])
+    S, P = np.asarray(hebb.S[:]), np.asarray(hebb.P[:])
+    assert np.abs(S).sum() > 0 and out.records["x_counts"].sum() > 0
+    partner = {(a, b): k for k, (a, b) in enumerate(zip(i ^ 1, j))}
+    assert np.array_equal(P, S[[partner[(a, b)] for a, b in zip(i, j)]])
+    a, cx, sx = (np.asarray(getattr(x, v)[:]) for v in ("a", "cx", "sx"))
+    u = np.zeros(len(attn))
+    np.add.at(u, j, (cx[i] * S + sx[i] * P) * a[i])
+    got = np.asarray(attn.u[:])
+    assert np.abs(got).max() > 0
+    np.testing.assert_allclose(got, u, rtol=1e-9, atol=1e-12 * np.abs(u).max())
+    summed = bs.simulate(net, ids, plastic_read="summed", **common)
+    assert summed.settings["plastic_read"] == "summed" and not torch.equal(summed.logits, out.logits)
+    assert "bdh_psc_attn_decay" not in {o.name for o in seen["bdh_psc_attn"].contained_objects}
+    with pytest.raises(ConfigError, match="plastic_read"):
+        bs.simulate(net, ids, plastic_read="dense", **common)

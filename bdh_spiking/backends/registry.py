@@ -25,7 +25,7 @@ BIO_RECORDABLE = ("spikes", "v", "weights")
 BRIAN2_BIO_OPTIONS = ("params_file", "monitor_neurons", "monitor_dt_ms", "seed", "dt_ms", "token_ms", "schedule",
                       "tau_m_ms", "t_ref_ms", "max_rate_hz", "max_rate", "v_start", "noise", "tau_syn_ms", "rule",
                       "tau_pre_ms", "tau_post_ms", "ladder", "graded_dt_ms", "dendrite_dt_ms", "tau_gate_ms",
-                      "tau_elig_ms", "brian2_device", "threads")
+                      "tau_elig_ms", "plastic_read", "brian2_device", "threads")
 # rungs local-plasticity and divisive-norm (issue 16): their parameters by name too
 BRIAN2_BIO_OPTIONS += ("w_max", "tau_decay_ms", "local_payload", "norm_sigma", "tau_pool_ms", "subtract_mean")
 F64 = (torch.float64,)

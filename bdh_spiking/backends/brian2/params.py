@@ -17,6 +17,7 @@ else:  # Python 3.10: the tomli backport (a dependency there)
 
 SCHEDULES = ("pipelined", "sequential")
 RULES = ("trace", "rate")
+PLASTIC_READS = ("event", "summed")  # rung psc's plastic read (psc_read.py): by x's spikes, or summed each graded step
 # flat parameter name -> (toml section or None for top level, type)
 PARAMS = {
     "seed": (None, int), "dt_ms": ("time", float), "token_ms": ("time", float), "schedule": ("time", str),
@@ -24,7 +25,7 @@ PARAMS = {
     "v_start": ("neuron", float), "noise": ("neuron", float), "tau_syn_ms": ("synapse", float),
     "rule": ("plasticity", str), "tau_pre_ms": ("plasticity", float), "tau_post_ms": ("plasticity", float),
     "graded_dt_ms": ("psc", float), "dendrite_dt_ms": ("psc", float), "tau_gate_ms": ("psc", float),
-    "tau_elig_ms": ("psc", float),
+    "tau_elig_ms": ("psc", float), "plastic_read": ("psc", str),
     # rungs local-plasticity and divisive-norm (issue 16); checked by their rung (rungs.py)
     "w_max": ("local", float), "tau_decay_ms": ("local", float), "local_payload": ("local", str),
     "norm_sigma": ("divnorm", float), "tau_pool_ms": ("divnorm", float), "subtract_mean": ("divnorm", bool),
@@ -120,6 +121,8 @@ def validate_params(p: dict) -> dict:
         raise ConfigError(f"token_ms {out['token_ms']:g} is shorter than the time step dt_ms {out['dt_ms']:g}")
     if out["schedule"] not in SCHEDULES:
         raise ConfigError(f"unknown schedule {out['schedule']!r}: use one of {', '.join(SCHEDULES)}")
+    if out["plastic_read"] not in PLASTIC_READS:
+        raise ConfigError(f"unknown plastic_read {out['plastic_read']!r}: use one of {', '.join(PLASTIC_READS)}")
     if out["rule"] not in RULES:
         raise ConfigError(f"unknown plasticity rule {out['rule']!r}: use one of {', '.join(RULES)}")
     return out

@@ -27,6 +27,7 @@ from ...semantics import (SimSettings, accumulate_stats, event_counts, fold_weig
 from ..base import Recorder, SimulationResult
 from .codegen import STANDALONE_GCC_ARGS, configure
 from .devices import StandaloneSession, standalone_dir
+from .psc_read import EventRead
 from .topology import by_presynaptic, connectivity, free_previous_networks, projection_weights
 
 LN_EPS = 1e-5  # torch's layer_norm
@@ -400,9 +401,10 @@ class PscNetwork:
         return out
 
 
-def network_class(parts) -> type:
-    """PscNetwork with the rungs' mixins on top, the last rung first in the MRO (it sees the others)."""
-    parts = tuple(parts)
+def network_class(parts, plastic_read: str = "summed") -> type:
+    """PscNetwork with the rungs' mixins on top, the last rung first in the MRO (it sees the others);
+    the event-driven plastic read (psc_read.py) directly above PscNetwork."""
+    parts = ((EventRead,) if plastic_read == "event" else ()) + tuple(parts)
     if not parts:
         return PscNetwork
     return type("PscNetwork_" + "_".join(p.__name__ for p in parts), (*reversed(parts), PscNetwork), {})
@@ -470,7 +472,7 @@ def simulate_psc(net, ids, settings, plasticity, record, progress, spec, par: di
     unsupported = sorted(set(record) - set(PSC_RECORDABLE))
     if unsupported:
         raise ConfigError(f"rung {spec.rungs[-1]} records {', '.join(PSC_RECORDABLE)}; not {', '.join(unsupported)}")
-    pn = network_class(spec.parts)(net, spec, par, plasticity, record)
+    pn = network_class(spec.parts, spec.plastic_read)(net, spec, par, plasticity, record)
     res, build_dir = run_network(pn, ids.cpu(), device, target, cache_dir, threads)
     return _result(pn, ids, res, settings, started, device, target, build_dir, threads)
 
@@ -504,7 +506,8 @@ def _result(pn: PscNetwork, ids, res: dict, settings, started: float, device, ta
          "brian2_device": device, "threads": threads, "build_dir": build_dir, "biophysical": dict(par),
          "simulated_ms": simulated_ms, "brian2_timesteps": T * pn.steps["token_steps"] + 1,
          "latency_ms": par["token_ms"], "sim_steps_per_token": pn.steps["token_steps"], "dt_ms": par["dt_ms"],
-         "token_ms": par["token_ms"], "ladder": list(pn.spec.rungs), "rung": pn.spec.rungs[-1]}
+         "token_ms": par["token_ms"], "ladder": list(pn.spec.rungs), "rung": pn.spec.rungs[-1],
+         "plastic_read": pn.spec.plastic_read}
     s.update(LadderTokens.summary(res, theta, token_s, pn.spec.top_current))
     s.update({k: res[k] for k in ("dale_violations", "negative_rates")})
     s.update(res.get("rung_settings", {}))  # what later rungs report (dale: its inhibitory populations)

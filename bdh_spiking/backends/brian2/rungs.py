@@ -49,6 +49,8 @@ class NetworkSpec:
     # from rung psc on: the rungs' changes of the psc network, mixins of psc.PscNetwork in ladder order
     # (psc.network_class composes them so that a later rung's override sees the earlier rungs' network)
     parts: list = dataclasses.field(default_factory=list)
+    # from rung psc on: how the plastic synapses are read, "event" (psc_read.py) or "summed" (psc.py)
+    plastic_read: str | None = None
 
     def check(self):
         if self.drive is None or self.curve is None:
@@ -93,6 +95,7 @@ class Psc:
     def apply(self, spec: NetworkSpec, par: dict) -> None:
         spec.drive = "mu = lif_bias + lif_gain * I : 1"
         spec.executor = "psc"
+        spec.plastic_read = par["plastic_read"]
 
 
 class Dale:
@@ -113,6 +116,7 @@ class OnOff:
 
     def apply(self, spec: NetworkSpec, par: dict) -> None:
         spec.parts.append(OnOffPairs)
+        spec.plastic_read = "summed"  # the plastic synapses read the payload pair q_on - q_off (reported per row)
 
 
 class LocalPlasticity:
