@@ -4,14 +4,16 @@ wall-clock second (biophysical), peak memory; the reference executor measured in
     python benchmarks/bench_brian2.py [--config default|official|L,D,H,N] [--tokens 4] [--T 4]
         [--target auto|numpy|cython] [--token-ms 100] [--runs reference,discrete,biophysical]
         [--threads N]
-    python benchmarks/bench_brian2.py --runs biophysical,psc-runtime,psc-standalone[,psc-standalone-dend2] --tokens 4
+    python benchmarks/bench_brian2.py --runs biophysical,psc-runtime,psc-standalone[,psc-standalone-summed,psc-standalone-dend2] --tokens 4
     python benchmarks/bench_brian2.py --memory-scan 512,1024,2048 [--limit-gb 24]
 
 Runs: `biophysical` is today's biophysical mode (rung rate-linearized, runtime device, the
 NetworkOperation; the issue's baseline); `psc-runtime` and `psc-standalone` are rung psc (the
 network as Brian2 objects only) on the runtime device (codegen --target) and on cpp_standalone
 (OpenMP threads --threads; the project is built in ~/.cache/bdh-spiking/brian2/standalone, the
-first run of a structure compiles it, later runs reuse it); `psc-standalone-dend2` is the same with
+first run of a structure compiles it, later runs reuse it); `psc-standalone-summed` is the same with
+the plastic read summed on every graded step (plastic_read "summed"; the default reads by x's spikes,
+docs/spiking-semantics.md); `psc-standalone-dend2` is the same with
 the dendritic sums on a 2 ms clock (parameter dendrite_dt_ms; a change of the dynamics). Each row
 names the Brian2 device and the load average of the machine while it ran (the machine may be shared).
 
@@ -128,6 +130,9 @@ RUNS = {
                                            brian2_device="runtime")),
     "psc-standalone": ("brian2 bio psc", dict(backend="brian2", mode="biophysical", ladder="psc",
                                               brian2_device="cpp_standalone")),
+    # the plastic read summed on every graded step (plastic_read "summed", the read before the event read)
+    "psc-standalone-summed": ("bio psc summed read", dict(backend="brian2", mode="biophysical", ladder="psc",
+                                                          brian2_device="cpp_standalone", plastic_read="summed")),
     # the dendritic sums (E, E_v) on a 2 ms clock: faster, at a fidelity cost (docs/backends.md)
     "psc-standalone-dend2": ("bio psc dendrite 2ms", dict(backend="brian2", mode="biophysical", ladder="psc",
                                                            brian2_device="cpp_standalone", dendrite_dt_ms=2.0)),

@@ -150,7 +150,7 @@ def test_cli_ladder_table_json_and_plot(run_cli, tmp_path):
     assert [r["rung"] for r in doc["runs"]] == rungs
     # psc: runtime here (conftest sets BDH_SPIKING_BRIAN2_DEVICE=runtime); the others always runtime
     assert [r["brian2_device"] for r in doc["runs"]] == ["runtime"] * 7
-    assert [r.get("plastic_read") for r in doc["runs"]] == [None, None, "event", "event"] + ["summed"] * 3
+    assert [r.get("plastic_read") for r in doc["runs"]] == [None, None] + ["event"] * 5
     assert "brian2 device" in stdout and "bytes/s" in stdout and "bytes/s compares rungs" in stdout
     for r in doc["runs"]:
         for key in ("top1_agreement", "ce_rel_diff", "rate_hz_median", "fraction_active", "clipped_fraction",

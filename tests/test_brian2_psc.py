@@ -233,6 +233,24 @@ def _captured(monkeypatch):
     return seen
 
 
+def _check_event_read(seen: dict, out) -> None:
+    """After an event-read run: P is the partner's S bit for bit, u = sum_n (cx S + sx P) a (rounding)."""
+    import numpy as np
+
+    x, attn, hebb = seen["bdh_psc_x"], seen["bdh_psc_attn"], seen["bdh_psc_hebb"]
+    i, j = np.asarray(hebb.i[:]), np.asarray(hebb.j[:])
+    S, P = np.asarray(hebb.S[:]), np.asarray(hebb.P[:])
+    assert np.abs(S).sum() > 0 and out.records["x_counts"].sum() > 0
+    partner = {(a, b): k for k, (a, b) in enumerate(zip(i ^ 1, j))}
+    assert np.array_equal(P, S[[partner[(a, b)] for a, b in zip(i, j)]])
+    a, cx, sx = (np.asarray(getattr(x, v)[:]) for v in ("a", "cx", "sx"))
+    u = np.zeros(len(attn))
+    np.add.at(u, j, (cx[i] * S + sx[i] * P) * a[i])
+    got = np.asarray(attn.u[:])
+    assert np.abs(got).max() > 0
+    np.testing.assert_allclose(got, u, rtol=1e-9, atol=1e-12 * np.abs(u).max())
+
+
 def test_event_plastic_read_keeps_u_equal_to_the_weighted_trains(monkeypatch):
     """plastic_read 'event' (the default): after a run of 3 bytes with writes, every readout unit's u
     equals sum_n (c_n S_nd + s'_n P_nd) a_n over its presynaptic x trains (what the summed read
@@ -270,20 +288,25 @@ def test_event_plastic_read_keeps_u_equal_to_the_weighted_trains(monkeypatch):
     sg = np.asarray(seen["bdh_psc_x"].sg[:])[:, None]
     assert np.array_equal(phase[0].cx[:], cos[byte][:, nn].T)
     assert np.array_equal(phase[0].sx[:], -sg * sin[byte][:, nn ^ 1].T)
-    x, attn, hebb = seen["bdh_psc_x"], seen["bdh_psc_attn"], seen["bdh_psc_hebb"]
-    i, j = np.asarray(hebb.i[:]), np.asarray(hebb.j[:])
-    S, P = np.asarray(hebb.S[:]), np.asarray(hebb.P[:])
-    assert np.abs(S).sum() > 0 and out.records["x_counts"].sum() > 0
-    partner = {(a, b): k for k, (a, b) in enumerate(zip(i ^ 1, j))}
-    assert np.array_equal(P, S[[partner[(a, b)] for a, b in zip(i, j)]])
-    a, cx, sx = (np.asarray(getattr(x, v)[:]) for v in ("a", "cx", "sx"))
-    u = np.zeros(len(attn))
-    np.add.at(u, j, (cx[i] * S + sx[i] * P) * a[i])
-    got = np.asarray(attn.u[:])
-    assert np.abs(got).max() > 0
-    np.testing.assert_allclose(got, u, rtol=1e-9, atol=1e-12 * np.abs(u).max())
+    _check_event_read(seen, out)
     summed = bs.simulate(net, ids, plastic_read="summed", **common)
     assert summed.settings["plastic_read"] == "summed" and not torch.equal(summed.logits, out.logits)
     assert "bdh_psc_attn_decay" not in {o.name for o in seen["bdh_psc_attn"].contained_objects}
     with pytest.raises(ConfigError, match="plastic_read"):
         bs.simulate(net, ids, plastic_read="dense", **common)
+
+
+@pytest.mark.parametrize("local_payload", ["cos", "none"])
+def test_event_plastic_read_under_every_rung_above_psc(monkeypatch, local_payload):
+    """The event read on top of dale, onoff (the write through the payload pair), local-plasticity
+    (own-phase or no payload weight, bounded write, continuous decay of S, P and u) and
+    divisive-norm: the same invariants as at psc after 3 bytes."""
+    import numpy as np
+
+    _, net = tiny(seed=1, n_layer=2, gating="product")
+    seen = _captured(monkeypatch)
+    out = bs.simulate(net, ids_for(1, 3, seed=1), backend="brian2", mode="biophysical", ladder="divisive-norm",
+                      token_ms=40, record=("counts",), local_payload=local_payload, tau_decay_ms=200.0)
+    assert out.settings["plastic_read"] == "event" and torch.isfinite(out.logits).all()
+    _check_event_read(seen, out)
+    assert not np.asarray(seen["bdh_psc_x"].sx[:]).any()  # no partner term in the local payload

@@ -26,7 +26,7 @@ from ...semantics import (SimSettings, accumulate_stats, event_counts, fold_weig
                           new_stats, oscillator_cos_sin, oscillator_payload)
 from ..base import Recorder, SimulationResult
 from .codegen import STANDALONE_GCC_ARGS, configure
-from .devices import StandaloneSession, standalone_dir
+from .devices import StandaloneSession, stable_clock, standalone_dir
 from .psc_read import EventRead
 from .topology import by_presynaptic, connectivity, free_previous_networks, projection_weights
 
@@ -167,6 +167,15 @@ class PscNetwork:
         """The x neuron's payload q (graded clock), what the plastic synapses read and write."""
         return PAYLOAD
 
+    def payload_weights(self) -> tuple:
+        """The payload's linear form for the event read (psc_read.py), as code on x at time {t}: the
+        coefficient of a_n in its own q_n, and in its partner's q_p (PAYLOAD: sinp(p) * sg_p, sg_p = -sg_n)."""
+        return "cosp({t}, nn)", "-sg * sinp({t}, pn)"
+
+    def plastic_decay(self):
+        """The factor by which every plastic weight shrinks at the start of each graded step (None: none)."""
+        return None
+
     def den_model(self) -> str:
         """The dendritic sums Jx (of x) and Jv (of y), the variables the x and y neurons link to."""
         return DEN_MODEL
@@ -200,8 +209,8 @@ class PscNetwork:
         par = self.par
         self.B, self.T = ids.shape
         ns = self.namespace(ids)
-        self.fine = b2.Clock(dt=par["dt_ms"] * ms, name="bdh_psc_fine")
-        self.graded = b2.Clock(dt=par["graded_dt_ms"] * ms, name="bdh_psc_graded")
+        self.fine = stable_clock(par["dt_ms"] * ms, "bdh_psc_fine")
+        self.graded = stable_clock(par["graded_dt_ms"] * ms, "bdh_psc_graded")
         groups = self._graded_groups(ns)
         groups.update(self._neurons(ns))
         syn = self._synapses(groups, ns)
@@ -225,7 +234,7 @@ class PscNetwork:
         rnorm = b2.NeuronGroup(L * B, "s_m1 : 1\ns_m2 : 1\ns_h1 : 1\ns_h2 : 1", name="bdh_psc_rnorm", **common)
         anorm = b2.NeuronGroup(L * B * H, "s_u1 : 1\ns_u2 : 1", name="bdh_psc_anorm", order=1, **common)
         # the dendritic sums (E, E_v: about half of the simulation time) on their own clock, sampled and held
-        dendrite = b2.Clock(dt=self.par["dendrite_dt_ms"] * b2.ms, name="bdh_psc_dendrite")
+        dendrite = stable_clock(self.par["dendrite_dt_ms"] * b2.ms, "bdh_psc_dendrite")
         den = b2.NeuronGroup(L * B * H * N, self.den_model(), name="bdh_psc_den", **dict(common, clock=dendrite))
         for key, group in (("res", res), ("attn", attn)):
             group.run_regularly(self.neg_flags(key), when="end", name=f"{group.name}_neg")
@@ -352,11 +361,12 @@ class PscNetwork:
         from brian2 import ms
 
         L, B, D = self.dims.L, self.B, self.dims.D
-        tok = self.par["token_ms"] * ms  # samples at every byte's boundary (state at the end of the byte before)
+        # samples at every byte's boundary (state at the end of the byte before)
+        tok = stable_clock(self.par["token_ms"] * ms, "bdh_psc_token")
         last = np.arange((L - 1) * B * D, L * B * D)
-        self.mon = {"x": b2.StateMonitor(g["x"], ["cnt", "Jm"], record=True, dt=tok, when="start", name="bdh_psc_mx"),
-                    "y": b2.StateMonitor(g["y"], ["cnt", "Jm"], record=True, dt=tok, when="start", name="bdh_psc_my"),
-                    "z": b2.StateMonitor(g["res"], "zr", record=last, dt=tok, when="start", name="bdh_psc_mz")}
+        self.mon = {"x": b2.StateMonitor(g["x"], ["cnt", "Jm"], record=True, clock=tok, when="start", name="bdh_psc_mx"),
+                    "y": b2.StateMonitor(g["y"], ["cnt", "Jm"], record=True, clock=tok, when="start", name="bdh_psc_my"),
+                    "z": b2.StateMonitor(g["res"], "zr", record=last, clock=tok, when="start", name="bdh_psc_mz")}
         return list(self.mon.values())
 
     # -- constraints counted on the built network (issue 16) -------------------------------------
@@ -403,8 +413,8 @@ class PscNetwork:
 
 def network_class(parts, plastic_read: str = "summed") -> type:
     """PscNetwork with the rungs' mixins on top, the last rung first in the MRO (it sees the others);
-    the event-driven plastic read (psc_read.py) directly above PscNetwork."""
-    parts = ((EventRead,) if plastic_read == "event" else ()) + tuple(parts)
+    the event-driven plastic read (psc_read.py) above them all (it rewrites the write they define)."""
+    parts = tuple(parts) + ((EventRead,) if plastic_read == "event" else ())
     if not parts:
         return PscNetwork
     return type("PscNetwork_" + "_".join(p.__name__ for p in parts), (*reversed(parts), PscNetwork), {})

@@ -69,6 +69,13 @@ class LocalPlasticityPart:
             raise ConfigError("rung local-plasticity: the payload below it is not psc's rotation")
         return below.replace(PAYLOAD, LOCAL_PAYLOADS[self.par["local_payload"]])
 
+    def payload_weights(self) -> tuple:
+        own = {"cos": "cosp({t}, nn)", "none": "1"}[self.par["local_payload"]]
+        return own, "0"  # no partner term
+
+    def plastic_decay(self):
+        return "decay_step" if math.isfinite(self.tau_decay_ms) else None
+
     def attn_model(self) -> str:
         model = super().attn_model()
         old = "dxw/dt = (xl - xw) / tau_e : 1\n"

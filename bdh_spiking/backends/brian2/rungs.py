@@ -116,7 +116,6 @@ class OnOff:
 
     def apply(self, spec: NetworkSpec, par: dict) -> None:
         spec.parts.append(OnOffPairs)
-        spec.plastic_read = "summed"  # the plastic synapses read the payload pair q_on - q_off (reported per row)
 
 
 class LocalPlasticity:
