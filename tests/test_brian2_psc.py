@@ -296,7 +296,7 @@ def test_event_plastic_read_keeps_u_equal_to_the_weighted_trains(monkeypatch):
         bs.simulate(net, ids, plastic_read="dense", **common)
 
 
-@pytest.mark.parametrize("local_payload", ["cos", "none"])
+@pytest.mark.parametrize("local_payload", ["cos", pytest.param("none", marks=pytest.mark.slow)])
 def test_event_plastic_read_under_every_rung_above_psc(monkeypatch, local_payload):
     """The event read on top of dale, onoff (the write through the payload pair), local-plasticity
     (own-phase or no payload weight, bounded write, continuous decay of S, P and u) and

@@ -5,7 +5,8 @@ Every byte is presented for token_ms and every layer runs all the time (the laye
 not time-multiplexed: each settles on the one below it). x and y are the lif rung's LIF neurons
 (tonic bias at rheobase, calibrated gain); their spikes reach other units as exponential
 postsynaptic currents: x -> y (gate, one-to-one, tau_gate), y -> residual units (decoder,
-tau_syn), x -> the plastic synapses' readout units (the read u = S q, tau_syn). The graded units
+tau_syn), x -> the plastic synapses' readout units (the read u = S q: driven by x's spikes with
+plastic_read "event", psc_read.py; summed on every graded step with "summed", here). The graded units
 (embedding input, LayerNorm, residual stream, pair rotation, readout) are Brian2 equations on a
 slower clock (graded_dt_ms): LayerNorm reads the mean and variance of its (layer, sequence[, head])
 group from summed variables of a norm group. The Hebbian write is one synaptic event per token at
